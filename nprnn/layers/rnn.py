@@ -111,7 +111,7 @@ class TimeRNN:
             return self.h
         return np.zeros((N, self.H), dtype=self.dtype)
 
-    def forward(self, xs, h0=None, lengths=None):
+    def forward(self, xs, h0=None, *, lengths=None):
         Wx, Wh, b = self.params
         check_input("TimeRNN", xs, (None, None, self.D), self.dtype, "xs")
         N, T, _ = xs.shape
