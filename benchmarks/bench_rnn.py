@@ -1,0 +1,159 @@
+"""Time forward+backward of the recurrent time layers, side by side in one run:
+nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 threads), float32.
+
+    python benchmarks/bench_rnn.py                 # TimeRNN on the default grid
+    python benchmarks/bench_rnn.py --cell lstm gru # other cells
+    python benchmarks/bench_rnn.py --quick         # fewer repeats
+
+Prints a Markdown table of median times, ratios (>1 means nprnn is faster) and the GFLOP/s nprnn
+achieves as a fraction of this machine's measured float32 matmul peak. Times on a shared 2-core
+machine are noisy: read the ratios, which are measured interleaved in the same run.
+"""
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT.parent / "shared" / "reference" / "dlfs2"
+GRID = [(10, 5, 100, 100), (20, 35, 100, 100), (32, 35, 200, 200), (64, 35, 650, 650), (20, 35, 1500, 1500)]
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def matmul_peak(seconds=2.0):
+    """Best float32 GFLOP/s of a large square matmul: the yardstick for 'fraction of peak'."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    best, start = np.inf, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        np.matmul(a, a, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def flops(cell, N, T, D, H):
+    """Multiply-add FLOPs of forward+backward: forward x@Wx, h@Wh; backward dx, dWx, dh, dWh."""
+    return GATES[cell] * 6 * N * T * (D * H + H * H)
+
+
+def nprnn_runner(cell, N, T, D, H, rng):
+    from nprnn.layers import init_rnn_params
+    from nprnn.layers.rnn import TimeRNN
+
+    if cell == "rnn":
+        layer = TimeRNN(*init_rnn_params(D, H, seed=0))
+    elif cell == "lstm":
+        from nprnn.layers.lstm import TimeLSTM, init_lstm_params
+
+        layer = TimeLSTM(*init_lstm_params(D, H, seed=0))
+    else:
+        from nprnn.layers.gru import TimeGRU, init_gru_params
+
+        layer = TimeGRU(*init_gru_params(D, H, seed=0))
+    xs = rng.standard_normal((N, T, D), dtype=np.float32)
+    dhs = rng.standard_normal((N, T, H), dtype=np.float32)
+
+    def run():
+        layer.forward(xs)
+        layer.backward(dhs)
+
+    return run
+
+
+def book_runner(cell, N, T, D, H, rng):
+    if str(BOOK) not in sys.path:
+        sys.path.insert(0, str(BOOK))
+    time_layers = importlib.import_module("common.time_layers")
+    G = GATES[cell]
+    cls = {"rnn": time_layers.TimeRNN, "lstm": time_layers.TimeLSTM, "gru": time_layers.TimeGRU}[cell]
+    Wx = (rng.standard_normal((D, G * H)) / np.sqrt(D)).astype(np.float32)
+    Wh = (rng.standard_normal((H, G * H)) / np.sqrt(H)).astype(np.float32)
+    layer = cls(Wx, Wh, np.zeros(G * H, np.float32))
+    xs = rng.standard_normal((N, T, D), dtype=np.float32)
+    dhs = rng.standard_normal((N, T, H), dtype=np.float32)
+
+    def run():
+        layer.forward(xs)
+        layer.backward(dhs)
+
+    return run
+
+
+def torch_runner(cell, N, T, D, H, rng):
+    import torch
+
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    module = cls(D, H, batch_first=True)
+    xs = torch.from_numpy(rng.standard_normal((N, T, D), dtype=np.float32)).requires_grad_()
+    dhs = torch.from_numpy(rng.standard_normal((N, T, H), dtype=np.float32))
+
+    def run():
+        module.zero_grad(set_to_none=False)
+        xs.grad = None
+        out, _ = module(xs)
+        out.backward(dhs)
+
+    return run
+
+
+def median_times(runners, min_time):
+    """Interleave the implementations so that load on the machine hits them alike."""
+    for run in runners.values():  # warm-up
+        run()
+    samples = {name: [] for name in runners}
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or min(len(s) for s in samples.values()) < 5:
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cell", nargs="+", default=["rnn"], choices=sorted(GATES))
+    parser.add_argument("--quick", action="store_true", help="shorter timing per configuration")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default 2)")
+    parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak()
+    import threadpoolctl
+
+    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), BLAS {blas}")
+    print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s\n")
+    min_time = 0.5 if args.quick else 2.0
+    rng = np.random.default_rng(0)
+    for cell in args.cell:
+        print(f"### Time{cell.upper()} forward+backward, float32\n")
+        print("| N, T, D, H | nprnn ms | book ms | torch ms | book/nprnn | torch/nprnn | nprnn GFLOP/s | of peak |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for N, T, D, H in GRID:
+            runners = {"nprnn": nprnn_runner(cell, N, T, D, H, rng), "torch": torch_runner(cell, N, T, D, H, rng)}
+            if not args.no_book:
+                runners["book"] = book_runner(cell, N, T, D, H, rng)
+            t = median_times(runners, min_time)
+            gflops = flops(cell, N, T, D, H) / t["nprnn"] / 1e9
+            book_ms = f"{t['book'] * 1e3:.2f}" if "book" in t else "-"
+            book_ratio = f"{t['book'] / t['nprnn']:.2f}" if "book" in t else "-"
+            print(
+                f"| {N}, {T}, {D}, {H} | {t['nprnn'] * 1e3:.2f} | {book_ms} | {t['torch'] * 1e3:.2f} | "
+                f"{book_ratio} | {t['torch'] / t['nprnn']:.2f} | {gflops:.1f} | {gflops / peak:.0%} |",
+                flush=True,
+            )
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from nprnn.cli import main
+
+sys.exit(main())
