@@ -1,0 +1,250 @@
+"""GRU in the PyTorch / cuDNN formulation: the single-step cell ``GRU`` and the sequence layer ``TimeGRU``.
+
+    r      = sigmoid(x @ Wx_r + h_prev @ Wh_r + b_r)          reset gate
+    z      = sigmoid(x @ Wx_z + h_prev @ Wh_z + b_z)          update gate
+    n      = tanh(x @ Wx_n + b_n + r * (h_prev @ Wh_n + bhn))  candidate
+    h_next = (1 - z) * n + z * h_prev
+
+Shapes: ``Wx: (D, 3H)``, ``Wh: (H, 3H)``, ``b: (3H,)``, ``bhn: (H,)``; ``x: (N, D)``, ``h: (N, H)``;
+sequences are batch-first, ``xs: (N, T, D)`` -> ``hs: (N, T, H)``.
+
+Gate layout: **r, z, n** as in PyTorch, i.e. columns ``[0:H]`` = r, ``[H:2H]`` = z, ``[2H:3H]`` = n.
+The reset gate multiplies the recurrent term *after* the matrix multiply, so the candidate's
+recurrent bias ``bhn`` sits inside ``r * (...)`` and cannot be merged into ``b``; that is why it is
+a separate parameter. (The textbook's GRU applies r before the multiply, ``tanh(x Wx + (r h) Wh)``,
+and orders its gates z, r, h: a different model.) PyTorch mapping: ``weight_ih_l0 = Wx.T``,
+``weight_hh_l0 = Wh.T``, ``bias_ih_l0[:2H] + bias_hh_l0[:2H] = b[:2H]``, ``bias_ih_l0[2H:] = b[2H:]``,
+``bias_hh_l0[2H:] = bhn``.
+"""
+
+import numpy as np
+
+from nprnn._checks import check_input, check_lengths, check_params
+
+
+def sigmoid(x):
+    # The tanh form is the same function but never overflows (exp(-x) does for x < -709).
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def _sigmoid_inplace(a):
+    a *= 0.5
+    np.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+
+
+def _gru_params(name, Wx, Wh, b, bhn):
+    dtype = check_params(name, {"Wx": Wx}, {"Wx": (None, None)})
+    D, H3 = Wx.shape
+    if H3 % 3:
+        raise ValueError(
+            f"{name}: Wx must have shape (D, 3H) (gates r, z, n side by side), "
+            f"got {Wx.shape} whose second axis is not a multiple of 3"
+        )
+    H = H3 // 3
+    check_params(
+        name,
+        {"Wx": Wx, "Wh": Wh, "b": b, "bhn": bhn},
+        {"Wx": (D, 3 * H), "Wh": (H, 3 * H), "b": (3 * H,), "bhn": (H,)},
+    )
+    return D, H, dtype
+
+
+def init_gru_params(D, H, seed=0, dtype=np.float32):
+    """Initial ``[Wx, Wh, b, bhn]``: ``randn / sqrt(fan_in)`` weights (gates r, z, n), zero biases."""
+    rng = np.random.default_rng(seed)
+    Wx = (rng.standard_normal((D, 3 * H)) / np.sqrt(D)).astype(dtype)
+    Wh = (rng.standard_normal((H, 3 * H)) / np.sqrt(H)).astype(dtype)
+    return [Wx, Wh, np.zeros(3 * H, dtype=dtype), np.zeros(H, dtype=dtype)]
+
+
+class GRU:
+    """One time step of a GRU; the readable reference for ``TimeGRU``.
+
+    ``forward(x: (N, D), h_prev: (N, H)) -> h_next: (N, H)``
+    ``backward(dh_next: (N, H)) -> (dx: (N, D), dh_prev: (N, H))``, writing
+    ``dWx, dWh, db, dbhn`` into ``grads`` in place.
+    """
+
+    def __init__(self, Wx, Wh, b, bhn):
+        self.D, self.H, self.dtype = _gru_params("GRU", Wx, Wh, b, bhn)
+        self.params = [Wx, Wh, b, bhn]
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.cache = None
+
+    def forward(self, x, h_prev):
+        Wx, Wh, b, bhn = self.params
+        H = self.H
+        check_input("GRU", x, (None, self.D), self.dtype, "x")
+        check_input("GRU", h_prev, (x.shape[0], H), self.dtype, "h_prev")
+        xw = x @ Wx + b
+        hw = h_prev @ Wh
+        r = sigmoid(xw[:, :H] + hw[:, :H])
+        z = sigmoid(xw[:, H : 2 * H] + hw[:, H : 2 * H])
+        hn = hw[:, 2 * H :] + bhn
+        n = np.tanh(xw[:, 2 * H :] + r * hn)
+        h_next = (1 - z) * n + z * h_prev
+        self.cache = (x, h_prev, r, z, n, hn)
+        return h_next
+
+    def backward(self, dh_next):
+        if self.cache is None:
+            raise RuntimeError("GRU: backward called before forward")
+        Wx, Wh, b, bhn = self.params
+        x, h_prev, r, z, n, hn = self.cache
+        check_input("GRU", dh_next, h_prev.shape, self.dtype, "dh_next")
+        da_n = dh_next * (1 - z) * (1 - n**2)
+        da_z = dh_next * (h_prev - n) * z * (1 - z)
+        da_r = da_n * hn * r * (1 - r)
+        dhn = da_n * r  # gradient of h_prev @ Wh_n + bhn
+        da_x = np.hstack([da_r, da_z, da_n])  # of the input projection x @ Wx + b
+        da_h = np.hstack([da_r, da_z, dhn])  # of the recurrent projection h_prev @ Wh (+ bhn)
+        self.grads[0][...] = x.T @ da_x
+        self.grads[1][...] = h_prev.T @ da_h
+        self.grads[2][...] = da_x.sum(axis=0)
+        self.grads[3][...] = dhn.sum(axis=0)
+        return da_x @ Wx.T, da_h @ Wh.T + dh_next * z
+
+
+class TimeGRU:
+    """A GRU over whole sequences, with truncated BPTT.
+
+    ``forward(xs: (N, T, D), h0: (N, H) | None, *, lengths: (N,) | None) -> hs: (N, T, H)``
+    ``backward(dhs: (N, T, H), dh_final: (N, H) | None) -> dxs: (N, T, D)``
+
+    State: ``.h`` is the final hidden state ``(N, H)`` of the last ``forward`` (with
+    ``lengths``, each row's state at its last real step). The initial state of a ``forward``
+    is ``h0`` if given, else the carried ``.h`` when ``stateful``, else zeros. No gradient
+    flows across ``forward`` calls (truncated BPTT); the gradient w.r.t. the initial state
+    is left in ``.dh``. ``dh_final`` is an extra gradient flowing into the final state.
+
+    ``lengths`` makes a padded batch behave as if each sequence ran alone: past its
+    length a row's state stops updating, its outputs are zero and get no gradient.
+
+    Fast path, as cuDNN does it: the input projection of all T steps is one matrix
+    multiply; the time loop only does ``h @ Wh`` and the fused gate nonlinearities into
+    preallocated buffers; the weight gradients are single multiplies over all steps after
+    the backward loop. Internally time-major, so each step's slice is contiguous.
+    """
+
+    def __init__(self, Wx, Wh, b, bhn, stateful=False):
+        self.D, self.H, self.dtype = _gru_params("TimeGRU", Wx, Wh, b, bhn)
+        self.params = [Wx, Wh, b, bhn]
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.stateful = stateful
+        self.h = None
+        self.dh = None
+        self._cache = None
+
+    def set_state(self, h):
+        check_input("TimeGRU", h, (None, self.H), self.dtype, "state h")
+        self.h = h
+
+    def reset_state(self):
+        self.h = None
+
+    def _initial_state(self, N, h0):
+        if h0 is not None:
+            return check_input("TimeGRU", h0, (N, self.H), self.dtype, "h0")
+        if self.stateful and self.h is not None:
+            if self.h.shape[0] != N:
+                raise ValueError(
+                    f"TimeGRU: stateful layer carries a state for batch size {self.h.shape[0]}, "
+                    f"got a batch of {N}; call reset_state() when the batch size changes"
+                )
+            return self.h
+        return np.zeros((N, self.H), dtype=self.dtype)
+
+    def forward(self, xs, h0=None, *, lengths=None):
+        Wx, Wh, b, bhn = self.params
+        check_input("TimeGRU", xs, (None, None, self.D), self.dtype, "xs")
+        N, T, D = xs.shape
+        lengths = check_lengths("TimeGRU", lengths, N, T)
+        H = self.H
+
+        # hs_all[0] is the initial state, hs_all[t + 1] the state after step t.
+        hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
+        hs_all[0] = self._initial_state(N, h0)
+        xs2 = xs.transpose(1, 0, 2).reshape(T * N, D)
+        # All input projections at once; gates[t] then becomes step t's r, z, n in place.
+        gates = xs2 @ Wx
+        gates += b
+        gates = gates.reshape(T, N, 3 * H)
+        hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
+        rec = np.empty((N, 3 * H), dtype=self.dtype)
+        scratch = np.empty((N, H), dtype=self.dtype)
+        dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
+
+        for t in range(T):
+            a, h_prev, h = gates[t], hs_all[t], hs_all[t + 1]
+            np.matmul(h_prev, Wh, out=rec)
+            rz = a[:, : 2 * H]
+            rz += rec[:, : 2 * H]
+            _sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
+            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+            np.add(rec[:, 2 * H :], bhn, out=hns[t])
+            np.multiply(r, hns[t], out=scratch)
+            n += scratch
+            np.tanh(n, out=n)
+            np.subtract(h_prev, n, out=h)  # h = n + z * (h_prev - n)
+            h *= z
+            h += n
+            if dead is not None:  # finished rows keep their last state
+                np.copyto(h, h_prev, where=dead[t][:, None])
+
+        self.h = hs_all[T].copy()
+        self._cache = (xs2, hs_all, gates, hns, dead)
+        hs = hs_all[1:].transpose(1, 0, 2)
+        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
+
+    def backward(self, dhs, dh_final=None):
+        if self._cache is None:
+            raise RuntimeError("TimeGRU: backward called before forward")
+        Wx, Wh, b, bhn = self.params
+        xs2, hs_all, gates, hns, dead = self._cache
+        T, N, H = gates.shape[0], gates.shape[1], self.H
+        check_input("TimeGRU", dhs, (N, T, H), self.dtype, "dhs")
+
+        # Every pre-activation gradient of step t is (gradient into h_t) * (a factor known from
+        # the forward pass), so the factors are computed for all steps at once and the loop only
+        # scales them: dA_h[t] = dh_t * [dr_factor, dz_factor, dhn_factor] is the gradient of the
+        # recurrent projection h_{t-1} @ Wh (+ bhn); the input projection differs only in the
+        # n block, dh_t * dn_factor, which is formed after the loop from the saved dh_t.
+        r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
+        dn_factor = (1 - z) * (1 - n * n)
+        dA = np.empty((T, N, 3 * H), dtype=self.dtype)
+        dA[..., :H] = dn_factor * hns * r * (1 - r)
+        dA[..., H : 2 * H] = (hs_all[:-1] - n) * z * (1 - z)
+        dA[..., 2 * H :] = dn_factor * r
+        if dead is not None:  # padded steps: no gate gradient
+            dA[dead] = 0
+            dn_factor[dead] = 0
+
+        dh = np.zeros((N, H), dtype=self.dtype)  # gradient into h_t from step t + 1
+        if dh_final is not None:
+            dh += check_input("TimeGRU", dh_final, (N, H), self.dtype, "dh_final")
+        dh_totals = np.empty((T, N, H), dtype=self.dtype)  # total gradient into each h_t
+        dh_prev = np.empty((N, H), dtype=self.dtype)
+        scratch = np.empty((N, H), dtype=self.dtype)
+        WhT = Wh.T
+        for t in range(T - 1, -1, -1):
+            dh_total = dh_totals[t]
+            np.add(dhs[:, t], dh, out=dh_total)
+            da = dA[t].reshape(N, 3, H)
+            np.multiply(da, dh_total[:, None, :], out=da)
+            np.matmul(dA[t], WhT, out=dh_prev)
+            np.multiply(dh_total, z[t], out=scratch)  # h_t depends on h_{t-1} directly through z
+            dh_prev += scratch
+            if dead is not None:  # a finished row's state was copied, so is its gradient
+                np.copyto(dh_prev, dh, where=dead[t][:, None])
+            dh, dh_prev = dh_prev, dh
+
+        dA2 = dA.reshape(T * N, 3 * H)
+        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
+        self.grads[3][...] = dA2[:, 2 * H :].sum(axis=0)
+        dA[..., 2 * H :] = dh_totals * dn_factor  # now the gradient of the input projection
+        self.grads[0][...] = xs2.T @ dA2
+        self.grads[2][...] = dA2.sum(axis=0)
+        self.dh = dh
+        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()

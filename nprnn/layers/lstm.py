@@ -1,0 +1,261 @@
+"""LSTM: the single-step cell ``LSTM`` and the sequence layer ``TimeLSTM``.
+
+    a      = x @ Wx + h_prev @ Wh + b            (N, 4H), four gate blocks side by side
+    f, i, o = sigmoid(a_f), sigmoid(a_i), sigmoid(a_o)
+    g      = tanh(a_g)
+    c_next = f * c_prev + i * g
+    h_next = o * tanh(c_next)
+
+Shapes: ``Wx: (D, 4H)``, ``Wh: (H, 4H)``, ``b: (4H,)``; ``x: (N, D)``, ``h, c: (N, H)``;
+sequences are batch-first, ``xs: (N, T, D)`` -> ``hs: (N, T, H)``.
+
+Gate layout: the textbook's, **f, g, i, o** (forget, candidate, input, output), i.e. columns
+``[0:H]`` = f, ``[H:2H]`` = g, ``[2H:3H]`` = i, ``[3H:4H]`` = o, so weights trained with the
+textbook's code load unchanged. PyTorch stacks the gates as **i, f, g, o** and stores the
+transpose: ``weight_ih_l0 = Wx[:, cols].T``, ``weight_hh_l0 = Wh[:, cols].T`` and
+``bias_ih_l0 + bias_hh_l0 = b[cols]`` with ``cols`` = our blocks (i, f, g, o) = (2, 0, 1, 3).
+"""
+
+import numpy as np
+
+from nprnn._checks import check_input, check_lengths, check_params
+
+
+def sigmoid(x):
+    # The tanh form is the same function but never overflows (exp(-x) does for x < -709).
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def _lstm_params(name, Wx, Wh, b):
+    dtype = check_params(name, {"Wx": Wx}, {"Wx": (None, None)})
+    D, H4 = Wx.shape
+    if H4 % 4:
+        raise ValueError(
+            f"{name}: Wx must have shape (D, 4H) (gates f, g, i, o side by side), "
+            f"got {Wx.shape} whose second axis is not a multiple of 4"
+        )
+    H = H4 // 4
+    check_params(name, {"Wx": Wx, "Wh": Wh, "b": b}, {"Wx": (D, 4 * H), "Wh": (H, 4 * H), "b": (4 * H,)})
+    return D, H, dtype
+
+
+def init_lstm_params(D, H, seed=0, dtype=np.float32):
+    """Initial ``[Wx, Wh, b]`` as in the textbook: ``randn / sqrt(fan_in)``, zero bias (gates f, g, i, o)."""
+    rng = np.random.default_rng(seed)
+    Wx = (rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype(dtype)
+    Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(dtype)
+    return [Wx, Wh, np.zeros(4 * H, dtype=dtype)]
+
+
+class LSTM:
+    """One time step of an LSTM; the readable reference for ``TimeLSTM``.
+
+    ``forward(x: (N, D), h_prev: (N, H), c_prev: (N, H)) -> (h_next: (N, H), c_next: (N, H))``
+    ``backward(dh_next: (N, H), dc_next: (N, H)) -> (dx: (N, D), dh_prev: (N, H), dc_prev: (N, H))``,
+    writing ``dWx, dWh, db`` into ``grads`` in place.
+    """
+
+    def __init__(self, Wx, Wh, b):
+        self.D, self.H, self.dtype = _lstm_params("LSTM", Wx, Wh, b)
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.cache = None
+
+    def forward(self, x, h_prev, c_prev):
+        Wx, Wh, b = self.params
+        H = self.H
+        check_input("LSTM", x, (None, self.D), self.dtype, "x")
+        check_input("LSTM", h_prev, (x.shape[0], H), self.dtype, "h_prev")
+        check_input("LSTM", c_prev, (x.shape[0], H), self.dtype, "c_prev")
+        a = x @ Wx + h_prev @ Wh + b
+        f = sigmoid(a[:, :H])
+        g = np.tanh(a[:, H : 2 * H])
+        i = sigmoid(a[:, 2 * H : 3 * H])
+        o = sigmoid(a[:, 3 * H :])
+        c_next = f * c_prev + i * g
+        tanh_c = np.tanh(c_next)
+        h_next = o * tanh_c
+        self.cache = (x, h_prev, c_prev, f, g, i, o, tanh_c)
+        return h_next, c_next
+
+    def backward(self, dh_next, dc_next):
+        if self.cache is None:
+            raise RuntimeError("LSTM: backward called before forward")
+        Wx, Wh, b = self.params
+        x, h_prev, c_prev, f, g, i, o, tanh_c = self.cache
+        check_input("LSTM", dh_next, h_prev.shape, self.dtype, "dh_next")
+        check_input("LSTM", dc_next, h_prev.shape, self.dtype, "dc_next")
+        # c_next feeds the next step directly and through h_next = o * tanh(c_next).
+        dc = dc_next + dh_next * o * (1 - tanh_c**2)
+        df = dc * c_prev * f * (1 - f)
+        dg = dc * i * (1 - g**2)
+        di = dc * g * i * (1 - i)
+        do = dh_next * tanh_c * o * (1 - o)
+        da = np.hstack([df, dg, di, do])
+        self.grads[0][...] = x.T @ da
+        self.grads[1][...] = h_prev.T @ da
+        self.grads[2][...] = da.sum(axis=0)
+        return da @ Wx.T, da @ Wh.T, dc * f
+
+
+class TimeLSTM:
+    """An LSTM over whole sequences, with truncated BPTT.
+
+    ``forward(xs: (N, T, D), h0: (N, H) | None, c0: (N, H) | None, *, lengths: (N,) | None) -> hs: (N, T, H)``
+    ``backward(dhs: (N, T, H), dh_final: (N, H) | None, dc_final: (N, H) | None) -> dxs: (N, T, D)``
+
+    State: ``.h`` and ``.c`` are the final hidden and cell states ``(N, H)`` of the last
+    ``forward`` (with ``lengths``, each row's states at its last real step). Each initial
+    state of a ``forward`` is ``h0`` / ``c0`` if given, else the carried ``.h`` / ``.c`` when
+    ``stateful``, else zeros (``set_state(h)`` without ``c`` carries a zero cell state). No
+    gradient flows across ``forward`` calls (truncated BPTT); the gradients w.r.t. the
+    initial states are left in ``.dh`` and ``.dc``. ``dh_final`` / ``dc_final`` are extra
+    gradients flowing into the final states (e.g. from a decoder that starts from them).
+
+    ``lengths`` makes a padded batch behave as if each sequence ran alone: past its
+    length a row's states stop updating, its outputs are zero and get no gradient.
+
+    Fast path, as cuDNN does it: the input projection of all T steps is one matrix
+    multiply; the time loop only does ``h @ Wh`` and the fused gate nonlinearities into
+    preallocated buffers; the weight gradients are single multiplies over all steps after
+    the backward loop. Internally time-major, so each step's slice is contiguous.
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.D, self.H, self.dtype = _lstm_params("TimeLSTM", Wx, Wh, b)
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.stateful = stateful
+        self.h = self.c = None
+        self.dh = self.dc = None
+        self._cache = None
+        # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5. Halving the f, i, o columns of the pre-activation
+        # (exact: a power of two) lets a single tanh cover all four gates, which are not contiguous
+        # in the f, g, i, o layout; `* half + half` then turns the f, i, o blocks into sigmoids.
+        H = self.H
+        self._half = np.full(4 * H, 0.5, dtype=self.dtype)  # 0.5 on f, i, o; 1 on g
+        self._half[H : 2 * H] = 1
+        self._shift = np.full(4 * H, 0.5, dtype=self.dtype)  # 0.5 on f, i, o; 0 on g
+        self._shift[H : 2 * H] = 0
+
+    def set_state(self, h, c=None):
+        check_input("TimeLSTM", h, (None, self.H), self.dtype, "state h")
+        if c is not None:
+            check_input("TimeLSTM", c, h.shape, self.dtype, "state c")
+        self.h, self.c = h, c
+
+    def reset_state(self):
+        self.h = self.c = None
+
+    def _initial_state(self, N, given, carried, what):
+        if given is not None:
+            return check_input("TimeLSTM", given, (N, self.H), self.dtype, what)
+        if self.stateful and carried is not None:
+            if carried.shape[0] != N:
+                raise ValueError(
+                    f"TimeLSTM: stateful layer carries a state for batch size {carried.shape[0]}, "
+                    f"got a batch of {N}; call reset_state() when the batch size changes"
+                )
+            return carried
+        return np.zeros((N, self.H), dtype=self.dtype)
+
+    def forward(self, xs, h0=None, c0=None, *, lengths=None):
+        Wx, Wh, b = self.params
+        check_input("TimeLSTM", xs, (None, None, self.D), self.dtype, "xs")
+        N, T, D = xs.shape
+        lengths = check_lengths("TimeLSTM", lengths, N, T)
+        H, half, shift = self.H, self._half, self._shift
+
+        # hs_all[0] / cs_all[0] are the initial states, [t + 1] the states after step t.
+        hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
+        cs_all = np.empty((T + 1, N, H), dtype=self.dtype)
+        hs_all[0] = self._initial_state(N, h0, self.h, "h0")
+        cs_all[0] = self._initial_state(N, c0, self.c, "c0")
+        xs2 = xs.transpose(1, 0, 2).reshape(T * N, D)
+        # All input projections at once; gates[t] then becomes step t's gate activations in place.
+        gates = xs2 @ (Wx * half)
+        gates += b * half
+        gates = gates.reshape(T, N, 4 * H)
+        Wh_half = Wh * half
+        tanh_cs = np.empty((T, N, H), dtype=self.dtype)
+        rec = np.empty((N, 4 * H), dtype=self.dtype)
+        ig = np.empty((N, H), dtype=self.dtype)
+        dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
+
+        for t in range(T):
+            a = gates[t]
+            np.matmul(hs_all[t], Wh_half, out=rec)
+            a += rec
+            np.tanh(a, out=a)
+            a *= half
+            a += shift
+            f, g, i, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            c = cs_all[t + 1]
+            np.multiply(f, cs_all[t], out=c)
+            np.multiply(i, g, out=ig)
+            c += ig
+            np.tanh(c, out=tanh_cs[t])
+            np.multiply(o, tanh_cs[t], out=hs_all[t + 1])
+            if dead is not None:  # finished rows keep their last states
+                np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
+                np.copyto(c, cs_all[t], where=dead[t][:, None])
+
+        self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
+        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, dead)
+        hs = hs_all[1:].transpose(1, 0, 2)
+        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
+
+    def backward(self, dhs, dh_final=None, dc_final=None):
+        if self._cache is None:
+            raise RuntimeError("TimeLSTM: backward called before forward")
+        Wx, Wh, b = self.params
+        xs2, hs_all, cs_all, gates, tanh_cs, dead = self._cache
+        T, N, H = gates.shape[0], gates.shape[1], self.H
+        check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
+
+        # Everything that does not depend on the incoming gradient is computed for all steps at
+        # once. With dc = dc_next + dh * c_from_h the gradient into c_t, the pre-activation
+        # gradient of step t is da = [dc * c_prev f', dc * i g', dc * g i', dh * tanh(c) o'];
+        # da starts as those factors and the loop multiplies dc / dh in place.
+        f, g, i, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+        dA = np.empty((T, N, 4 * H), dtype=self.dtype)
+        dA[..., :H] = cs_all[:-1] * f * (1 - f)
+        dA[..., H : 2 * H] = i * (1 - g * g)
+        dA[..., 2 * H : 3 * H] = g * i * (1 - i)
+        dA[..., 3 * H :] = tanh_cs * o * (1 - o)
+        c_from_h = o * (1 - tanh_cs * tanh_cs)  # d h_t / d c_t
+        forget = f
+        if dead is not None:  # padded steps: no gate gradient, dc passes through unchanged
+            dA[dead] = 0
+            c_from_h[dead] = 0
+            forget = np.where(dead[:, :, None], 1, f).astype(self.dtype, copy=False)
+
+        dh = np.zeros((N, H), dtype=self.dtype)  # gradient into h_t from step t + 1
+        dc = np.zeros((N, H), dtype=self.dtype)
+        if dh_final is not None:
+            dh += check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
+        if dc_final is not None:
+            dc += check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
+        dh_total = np.empty((N, H), dtype=self.dtype)
+        scratch = np.empty((N, H), dtype=self.dtype)
+        WhT = Wh.T
+        for t in range(T - 1, -1, -1):
+            np.add(dhs[:, t], dh, out=dh_total)
+            np.multiply(dh_total, c_from_h[t], out=scratch)
+            dc += scratch
+            da = dA[t]
+            da_fgi = da.reshape(N, 4, H)[:, :3]
+            np.multiply(da_fgi, dc[:, None, :], out=da_fgi)
+            np.multiply(da[:, 3 * H :], dh_total, out=da[:, 3 * H :])
+            dc *= forget[t]
+            np.matmul(da, WhT, out=dh_total)  # becomes the gradient into h_{t-1}
+            if dead is not None:  # a finished row's state was copied, so is its gradient
+                np.copyto(dh_total, dh, where=dead[t][:, None])
+            dh, dh_total = dh_total, dh
+
+        dA2 = dA.reshape(T * N, 4 * H)
+        self.grads[0][...] = xs2.T @ dA2
+        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
+        self.grads[2][...] = dA2.sum(axis=0)
+        self.dh, self.dc = dh, dc
+        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
