@@ -118,18 +118,19 @@ class TimeRNN:
         lengths = check_lengths("TimeRNN", lengths, N, T)
         H = self.H
 
-        # hs_all[0] is the initial state, hs_all[t + 1] the state after step t.
+        # hs_all[0] is the initial state, hs_all[t + 1] the state after step t. The input projections of
+        # all steps go straight into hs_all[1:] in one multiply; each step then adds h @ Wh in place.
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0)
-        xw = xs.transpose(1, 0, 2).reshape(T * N, self.D) @ Wx  # all input projections at once
-        xw += b
-        xw = xw.reshape(T, N, H)
+        np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
+        hs_all[1:] += b
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
 
+        hWh = np.empty((N, H), dtype=self.dtype)
         for t in range(T):
             h = hs_all[t + 1]
-            np.matmul(hs_all[t], Wh, out=h)
-            h += xw[t]
+            np.matmul(hs_all[t], Wh, out=hWh)
+            h += hWh
             np.tanh(h, out=h)
             if dead is not None:  # finished rows keep their last state
                 np.copyto(h, hs_all[t], where=dead[t][:, None])
@@ -154,11 +155,13 @@ class TimeRNN:
         dh = np.zeros((N, H), dtype=self.dtype)
         if dh_final is not None:
             dh += check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
-        WhT = Wh.T
+        dhs_tm = dhs.transpose(1, 0, 2).copy()  # contiguous per-step slices
+        WhT = np.ascontiguousarray(Wh.T)  # BLAS runs faster on a contiguous operand than on a transposed one
         for t in range(T - 1, -1, -1):
             da = dA[t]
             carried = None if dead is None else dh * dead[t][:, None]
-            da *= dhs[:, t] + dh
+            dh += dhs_tm[t]
+            da *= dh
             np.matmul(da, WhT, out=dh)
             if carried is not None:  # a finished row's state was copied, so is its gradient
                 dh += carried
