@@ -12,9 +12,10 @@ Gate layout: **r, z, n** as in PyTorch, i.e. columns ``[0:H]`` = r, ``[H:2H]`` =
 The reset gate multiplies the recurrent term *after* the matrix multiply, so the candidate's
 recurrent bias ``bhn`` sits inside ``r * (...)`` and cannot be merged into ``b``; that is why it is
 a separate parameter. (The textbook's GRU applies r before the multiply, ``tanh(x Wx + (r h) Wh)``,
-and orders its gates z, r, h: a different model.) PyTorch mapping: ``weight_ih_l0 = Wx.T``,
-``weight_hh_l0 = Wh.T``, ``bias_ih_l0[:2H] + bias_hh_l0[:2H] = b[:2H]``, ``bias_ih_l0[2H:] = b[2H:]``,
-``bias_hh_l0[2H:] = bhn``.
+orders its gates z, r, h and uses ``h' = (1 - z) h + z h~``: a different model.)
+
+PyTorch mapping: ``weight_ih_l0 = Wx.T``, ``weight_hh_l0 = Wh.T``,
+``bias_ih_l0[:2H] + bias_hh_l0[:2H] = b[:2H]``, ``bias_ih_l0[2H:] = b[2H:]``, ``bias_hh_l0[2H:] = bhn``.
 """
 
 import numpy as np
