@@ -1,0 +1,229 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nprnn.data import EOS, UNK, Vocab, load_corpus, tokenize
+
+# ---------------------------------------------------------------- PTB: the textbook's ids
+
+
+def textbook_ptb_ids(path, word_to_id=None):
+    """dataset/ptb.py of the textbook: whole file, '\\n' -> '<eos>', split, ids by first appearance."""
+    words = open(path).read().replace("\n", "<eos>").strip().split()
+    if word_to_id is None:
+        word_to_id = {}
+        for w in words:
+            if w not in word_to_id:
+                word_to_id[w] = len(word_to_id)
+    return np.array([word_to_id[w] for w in words]), word_to_id
+
+
+def test_ptb_ids_equal_the_textbooks(shared_dir):
+    ptb = shared_dir / "data" / "ptb"
+    corpus = load_corpus(ptb)
+    train, word_to_id = textbook_ptb_ids(ptb / "ptb.train.txt")
+    assert corpus.name == "ptb"
+    assert corpus.vocab.tokens == list(word_to_id)  # same tokens, same ids
+    assert len(corpus.vocab) == 10000
+    np.testing.assert_array_equal(corpus.train, train)
+    for which in ("valid", "test"):
+        expected, _ = textbook_ptb_ids(ptb / f"ptb.{which}.txt", word_to_id)
+        np.testing.assert_array_equal(corpus.split(which), expected)
+    # PTB has its own <unk>: that token is the unknown token, at its first-appearance id.
+    assert corpus.vocab.unk_id == word_to_id["<unk>"] and corpus.vocab.eos_id == word_to_id["<eos>"]
+    assert corpus.train.dtype == np.uint16
+
+
+# ---------------------------------------------------------------- word level
+
+
+def test_ids_in_order_of_first_appearance():
+    v = Vocab.build("the cat sat\non the mat\n")
+    assert v.tokens == ["the", "cat", "sat", EOS, "on", "mat", UNK]
+    np.testing.assert_array_equal(v.encode("the mat sat\n"), [0, 5, 2, 3])
+
+
+def test_tokenize_word_level():
+    assert tokenize("  a b \n\nc\td") == ["a", "b", EOS, EOS, "c", "d"]
+    # No <eos> after an unterminated last line, as with the textbook's replace('\n', '<eos>').
+    assert tokenize("a\nb") == ["a", EOS, "b"]
+    assert tokenize("") == [] and tokenize("\n") == [EOS]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "bb", "<unk>", "c.d", "N"]), max_size=5), max_size=6))
+def test_tokenize_matches_textbook_rule_on_ptb_style_lines(lines):
+    # PTB lines start and end with a space; there the textbook's rule is well defined.
+    text = "".join(" " + " ".join(words) + " \n" for words in lines)
+    assert tokenize(text) == text.replace("\n", "<eos>").strip().split()
+
+
+def test_unknown_words_map_to_unk_appended_when_corpus_has_none():
+    v = Vocab.build("a b a\n")
+    assert v.tokens == ["a", "b", EOS, UNK] and v.unk_id == 3
+    np.testing.assert_array_equal(v.encode(["a", "zzz", "b", "<eos>", "q"]), [0, 3, 1, 2, 3])
+
+
+def test_corpus_unk_token_is_used_where_it_first_appears():
+    v = Vocab.build("x <unk> y\n")
+    assert v.unk_id == 1 and v.eos_id == 3 and len(v) == 4
+    np.testing.assert_array_equal(v.encode("never seen x"), [1, 1, 0])
+
+
+def test_eos_added_when_text_has_no_line_break():
+    v = Vocab.build("one line")
+    assert v.tokens == ["one", "line", UNK, EOS] and v.eos_id == 3
+
+
+def test_decode_word_level():
+    v = Vocab.build("the cat sat\non the mat\n")
+    assert v.decode(v.encode("the cat\n\nsat")) == "the cat\n\nsat"
+    assert v.decode(v.encode("  the   cat  \n")) == "the cat\n"  # whitespace normalized
+    assert v.decode(v.encode("dog sat")) == "<unk> sat"
+    assert v.decode([]) == ""
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=30))
+def test_encode_decode_round_trip_word_level(ids):
+    v = Vocab.build("the cat sat\non the mat\n")
+    np.testing.assert_array_equal(v.encode(v.decode(ids)), ids)
+
+
+# ---------------------------------------------------------------- max_vocab
+
+
+def test_max_vocab_keeps_most_frequent_ties_by_first_appearance():
+    text = "d c c b b a a a\n"  # counts: d 1, c 2, b 2, a 3, <eos> 1
+    v = Vocab.build(text, max_vocab=4)  # <unk>, <eos> + the two most frequent: a (3), then c before b (tie)
+    assert v.tokens == ["c", "a", EOS, UNK]
+    np.testing.assert_array_equal(v.encode(text), [3, 0, 0, 3, 3, 1, 1, 1, 2])
+    assert Vocab.build(text, max_vocab=2).tokens == [EOS, UNK]
+    assert Vocab.build(text, max_vocab=100) == Vocab.build(text)
+
+
+def test_max_vocab_keeps_specials_even_when_rare():
+    text = "a a a <unk> b b\n"
+    v = Vocab.build(text, max_vocab=3)
+    assert v.tokens == ["a", UNK, EOS]
+    assert Vocab.build(text, max_vocab=3, level="char").tokens == ["a", " ", UNK]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(list("abcdefgh") + [UNK, EOS]), max_size=40), st.integers(2, 12))
+def test_max_vocab_against_brute_force(tokens, max_vocab):
+    v = Vocab.build(tokens, max_vocab=max_vocab)
+    first = {}
+    for i, t in enumerate(tokens):
+        first.setdefault(t, i)
+    ordinary = sorted((t for t in first if t not in (UNK, EOS)), key=lambda t: (-tokens.count(t), first[t]))
+    kept = set(ordinary[: max_vocab - 2]) | {UNK, EOS}
+    expected = sorted(kept & set(first), key=first.get) + [s for s in (UNK, EOS) if s not in first]
+    assert v.tokens == expected
+    assert len(v) <= max_vocab
+    np.testing.assert_array_equal(v.encode(tokens), [v.word_to_id.get(t, v.unk_id) for t in tokens])
+
+
+@pytest.mark.parametrize(
+    "max_vocab, message",
+    [(1, "at least 2 .*got 1"), (2.5, "integer, got float"), ("10", "integer, got str"), (True, "integer")],
+)
+def test_bad_max_vocab(max_vocab, message):
+    with pytest.raises(ValueError, match=message):
+        Vocab.build("a b\n", max_vocab=max_vocab)
+
+
+# ---------------------------------------------------------------- character level
+
+
+def test_char_level():
+    v = Vocab.build("ab\nba\n", level="char")
+    assert v.tokens == ["a", "b", "\n", UNK]
+    assert v.eos_id == 2 and v.unk_id == 3
+    np.testing.assert_array_equal(v.encode("a\nz"), [0, 2, 3])
+    assert v.decode([0, 1, 2, 3]) == "ab\n<unk>"
+    assert tokenize("a b\n", "char") == ["a", " ", "b", "\n"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=40))
+def test_char_round_trip(text):
+    v = Vocab.build(text, level="char")
+    assert v.decode(v.encode(text)) == text
+    assert len(v) == len(set(text)) + 1
+
+
+def test_char_level_with_literal_unk_text():
+    v = Vocab.build("<unk>", level="char")
+    assert v.tokens == ["<", "u", "n", "k", ">", UNK]  # the characters, then the unknown token
+    np.testing.assert_array_equal(v.encode("<unk>!"), [0, 1, 2, 3, 4, 5])
+
+
+# ---------------------------------------------------------------- dtype and serialization
+
+
+def test_ids_dtype_is_uint16_while_it_fits_else_int32():
+    assert Vocab.build("a b\n").encode("a b\n").dtype == np.uint16
+    fits = Vocab.build([str(i) for i in range(65534)])  # + <unk> + <eos> = 65536 tokens
+    assert len(fits) == 65536 and fits.dtype == np.uint16
+    assert fits.encode(["65533", "x"]).tolist() == [65533, 65534]
+    big = Vocab.build([str(i) for i in range(65535)])
+    assert big.dtype == np.int32
+    assert big.encode(["65534", "<eos>"]).tolist() == [65534, 65536]
+
+
+@pytest.mark.parametrize("level, text", [("word", "x <unk> y\nz\n"), ("char", "héllo wörld\n\t€")])
+def test_to_array_from_array_round_trip_through_npz(tmp_path, level, text):
+    v = Vocab.build(text, level=level)
+    np.savez(tmp_path / "v.npz", vocab=v.to_array())
+    with np.load(tmp_path / "v.npz", allow_pickle=False) as f:
+        array = f["vocab"]
+    assert array.dtype.kind == "U"
+    back = Vocab.from_array(array, level)
+    assert back == v and back.unk_id == v.unk_id and back.eos_id == v.eos_id
+    np.testing.assert_array_equal(back.encode(text), v.encode(text))
+
+
+def test_from_array_rejects_non_unicode():
+    with pytest.raises(ValueError, match=r"1-D unicode array, got shape \(2,\) int64"):
+        Vocab.from_array(np.array([1, 2]), "word")
+    with pytest.raises(ValueError, match=r"1-D unicode array, got shape \(1, 1\)"):
+        Vocab.from_array(np.array([["a"]]), "word")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "tokens, level, message",
+    [
+        (["a", "b"], "word", "must include '<unk>'"),
+        (["a", UNK, "a"], "word", r"'a' appears twice \(ids 0 and 2\)"),
+        (["", UNK], "word", "token 0 must be a non-empty string"),
+        ([UNK, 3], "word", "token 1 must be a non-empty string.*got 3"),
+        ([UNK, "a\0"], "word", "without NUL"),
+        ([UNK, "ab"], "char", "one character or '<unk>', got 'ab'"),
+        ([UNK], "chars", "level must be 'word' or 'char', got 'chars'"),
+    ],
+)
+def test_bad_tokens(tokens, level, message):
+    with pytest.raises(ValueError, match=message):
+        Vocab(tokens, level)
+
+
+def test_decode_bad_ids():
+    v = Vocab.build("a b\n")
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 4\), got min -1 and max 2"):
+        v.decode([-1, 2])
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 4\), got min 0 and max 4"):
+        v.decode([0, 4])
+    with pytest.raises(ValueError, match="1-D integer sequence, got shape .* float64"):
+        v.decode([0.5])
+
+
+def test_bad_level():
+    with pytest.raises(ValueError, match="level must be 'word' or 'char', got 'bytes'"):
+        Vocab.build("a", level="bytes")
+    with pytest.raises(ValueError, match="level must be 'word' or 'char'"):
+        tokenize("a", "sentence")
