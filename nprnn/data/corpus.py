@@ -196,7 +196,7 @@ def load_corpus(source=None, level=None, max_vocab=None, split=(0.9, 0.05, 0.05)
         texts = dict(zip(SPLITS, split_lines(builtin_text(), split)))
         origins = dict.fromkeys(SPLITS, where)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"{path}: no such file or directory")
         if path.is_dir():

@@ -147,7 +147,7 @@ def test_char_level():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=40))
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40))
 def test_char_round_trip(text):
     v = Vocab.build(text, level="char")
     assert v.decode(v.encode(text)) == text
