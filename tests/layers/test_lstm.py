@@ -251,6 +251,18 @@ def test_params_are_the_arrays_passed_and_grads_keep_identity(rng):
     np.testing.assert_allclose(hs, np.broadcast_to(np.array(expected)[None, :, None], hs.shape), rtol=1e-6)
 
 
+def test_backward_is_repeatable(rng):
+    """backward leaves the forward cache intact, so calling it again gives the same gradients."""
+    layer = TimeLSTM(*make_params(rng, 3, 4))
+    layer.forward(rng.standard_normal((2, 5, 3)), lengths=[5, 2])
+    R = rng.standard_normal((2, 5, 4))
+    Rh, Rc = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    first = [layer.backward(R, Rh, Rc), *(g.copy() for g in layer.grads), *[layer.dh.copy(), layer.dc.copy()]]
+    second = [layer.backward(R, Rh, Rc), *layer.grads, *[layer.dh, layer.dc]]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved(rng, dtype):
     layer = TimeLSTM(*init_lstm_params(3, 4, seed=0, dtype=dtype))
