@@ -1,7 +1,150 @@
-"""The ``nprnn`` command line."""
+"""The ``nprnn`` command line: train, eval, generate, import-book, demo.
+
+Errors a user can cause (bad files, bad options, numeric blow-ups) end as one line on stderr
+with exit code 2; Ctrl-C during training saves a resumable checkpoint and exits with 130.
+"""
 
 import argparse
 import sys
+from pathlib import Path
+
+BUILTIN = "built-in"
+
+
+# ---------------------------------------------------------------- train
+
+
+def _model_overrides(args):
+    keys = ("cell", "embed", "hidden", "layers", "dropout", "tie_weights", "init", "init_scale")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _train_overrides(args):
+    keys = (
+        "epochs", "batch_size", "bptt", "optimizer", "lr", "max_grad", "schedule", "decay", "decay_start",
+        "eval_batch_size", "eval_bptt", "seed", "save_every", "max_batches",
+    )  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+def cmd_train(args):
+    import numpy as np
+
+    from nprnn.data.corpus import load_corpus
+    from nprnn.models.lm import LanguageModel, LMConfig
+    from nprnn.train import TrainConfig, Trainer, load_lm, split_preset
+
+    dtype = np.dtype(args.dtype)
+    out_dir = Path(args.out) if args.out else Path("runs") / _run_name(args)
+    checkpoint = out_dir / "checkpoint.npz"
+    if args.resume:
+        if not checkpoint.exists():
+            raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
+        model, vocab, arrays, meta = load_lm(checkpoint)
+        data = args.data if args.data is not None else meta.get("data")
+        corpus = load_corpus(data, vocab=vocab)
+        train_settings = dict(meta.get("train") or {})
+        if args.epochs is not None:
+            train_settings["epochs"] = args.epochs
+        config = TrainConfig(**train_settings)
+        trainer = Trainer(model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format)
+        trainer.restore(arrays, meta, checkpoint)
+        p = trainer.progress
+        print(f"resuming {checkpoint} at epoch {p.epoch + 1}, iteration {p.iteration} (step {p.step})")
+    else:
+        model_settings, train_settings, level = split_preset(
+            args.preset, {**_model_overrides(args), **_train_overrides(args)}
+        )
+        level = args.level or level
+        corpus = load_corpus(args.data, level=level, max_vocab=args.max_vocab)
+        config = TrainConfig(**train_settings)
+        model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), **model_settings), seed=config.seed, dtype=dtype)
+        trainer = Trainer(model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format)
+        if checkpoint.exists() and not args.force:
+            raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or --force to start over")
+
+    if args.data is not None:
+        trainer.extra_meta["data"] = str(Path(args.data).resolve())
+    elif args.resume:
+        trainer.extra_meta["data"] = meta.get("data")
+    c, m = trainer.config, model.config
+    n_params = sum(p.size for p in model.params)
+    print(f"data: {corpus}")
+    print(
+        f"model: {m.cell} {m.layers}x{m.hidden}, embed {m.embed}, dropout {m.dropout}, tied {m.tie_weights}; "
+        f"{n_params:,} parameters ({model.params[0].dtype})"
+    )
+    print(
+        f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}x{c.bptt}, "
+        f"{c.optimizer} lr {c.lr}, clip {c.max_grad or 'off'}, schedule {c.schedule}, seed {c.seed}"
+    )
+    print(f"output: {out_dir}/")
+    trainer.run()
+
+    best = out_dir / "best.npz"
+    best_model, vocab, _, meta = load_lm(best)
+    print(f"best valid perplexity {meta['valid_ppl']:.2f}, saved in {best}")
+    for name in ("perplexity.png", "metrics.jsonl", "metrics.csv"):
+        if (out_dir / name).exists():
+            print(f"{name.split('.')[0]}: {out_dir / name}")
+    if args.sample_length:
+        _print_sample(best_model, vocab, "", args.sample_length, 0.8, None, c.seed)
+    return 0
+
+
+def _run_name(args):
+    if args.data is None:
+        return f"builtin-{args.preset}"
+    return f"{Path(args.data).stem}-{args.preset}"
+
+
+def _print_sample(model, vocab, prompt, length, temperature, top_k, seed):
+    from nprnn.models.lm import generate
+
+    ids = generate(model, vocab, prompt, length, temperature, top_k, seed, skip_ids=(vocab.unk_id,))
+    text = vocab.decode(ids)
+    if vocab.level == "word" and prompt:
+        text = " " + text
+    print(f"--- sample (temperature {temperature}, seed {seed}) ---")
+    print(prompt + text)
+    print("---")
+
+
+# ---------------------------------------------------------------- eval, generate
+
+
+def cmd_eval(args):
+    from nprnn.data.corpus import load_corpus
+    from nprnn.train import evaluate, load_lm
+
+    model, vocab, _, meta = load_lm(args.checkpoint)
+    data = args.data if args.data is not None else meta.get("data")
+    corpus = load_corpus(data, vocab=vocab)
+    ppl = evaluate(model, corpus.split(args.split), args.batch_size, args.bptt)
+    print(f"{args.split} perplexity: {ppl:.2f}  ({corpus.name}, {len(corpus.split(args.split)):,} tokens)")
+    return 0
+
+
+def cmd_generate(args):
+    from nprnn.train import load_lm
+
+    model, vocab, _, _ = load_lm(args.checkpoint)
+    _print_sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    return 0
+
+
+# ---------------------------------------------------------------- import-book
+
+
+def cmd_import_book(args):
+    from nprnn.book import import_book_lm
+
+    path = import_book_lm(args.params, args.preset, args.data, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
 
 
 def cmd_demo(args):
@@ -12,16 +155,126 @@ def cmd_demo(args):
     return 0
 
 
+# ---------------------------------------------------------------- parser
+
+
 def build_parser():
+    from nprnn.train import OPTIMIZERS, PRESETS, SCHEDULES
+
     parser = argparse.ArgumentParser(prog="nprnn", description="Recurrent neural networks in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a TimeRNN on a generated echo task and show the loss going down")
-    demo.add_argument("--delay", type=int, default=2, help="how many steps back the network must echo (default 2)")
-    demo.add_argument("--epochs", type=int, default=30, help="passes over the 1024 generated sequences (default 30)")
-    demo.add_argument("--hidden", type=int, default=32, help="hidden size H of the TimeRNN (default 32)")
-    demo.add_argument("--seed", type=int, default=0, help="seed for data, initial weights and shuffling (default 0)")
-    demo.set_defaults(func=cmd_demo)
+    t = sub.add_parser(
+        "train",
+        help="train a language model (with no options: a small char-level LSTM on the built-in corpus)",
+        description="Train a recurrent language model with truncated BPTT. Options left out take the preset's value.",
+    )
+    t.add_argument(
+        "--data",
+        metavar="DIR|FILE",
+        help="a directory with *.train.txt/*.valid.txt/*.test.txt (PTB "
+        "layout) or one text file split 90/5/5 by lines; default: the built-in corpus (Python's docs)",
+    )
+    t.add_argument(
+        "--level",
+        choices=["word", "char"],
+        help="tokens are words (split on whitespace, <eos> at line ends) or characters (default: the preset's)",
+    )
+    t.add_argument("--max-vocab", type=int, help="keep only the N most frequent training tokens; others become <unk>")
+    t.add_argument(
+        "--preset",
+        default="tiny",
+        choices=list(PRESETS),
+        help="named configuration (default tiny): " + ", ".join(PRESETS),
+    )
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=["rnn", "lstm", "gru"], help="recurrent cell")
+    g.add_argument("--layers", type=int, help="number of stacked recurrent layers")
+    g.add_argument("--hidden", type=int, help="hidden size H of each recurrent layer")
+    g.add_argument("--embed", type=int, help="embedding size E")
+    g.add_argument("--dropout", type=float, help="dropout on the non-recurrent connections, in [0, 1)")
+    g.add_argument(
+        "--tie",
+        dest="tie_weights",
+        action=argparse.BooleanOptionalAction,
+        help="tie the output projection to the embedding (needs --embed == --hidden)",
+    )
+    g.add_argument("--init", choices=["xavier", "uniform"], help="weight init: the textbook's or uniform(-s, s)")
+    g.add_argument("--init-scale", type=float, help="s of the uniform init")
+    g.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype (default float32)"
+    )
+    g = t.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), help="update rule")
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--max-grad", type=float, help="clip the global gradient norm to this (0: no clipping)")
+    g.add_argument(
+        "--schedule",
+        choices=list(SCHEDULES),
+        help="learning-rate schedule: plateau divides by --decay "
+        "when validation perplexity stops improving; step multiplies by --decay every epoch from "
+        "--decay-start; cosine anneals to 0 over the epochs",
+    )
+    g.add_argument("--decay", type=float, help="the schedule's factor")
+    g.add_argument("--decay-start", type=int, help="first epoch after which the step schedule decays")
+    g.add_argument("--epochs", type=int, help="number of passes over the training split (with --resume: the new total)")
+    g.add_argument("--batch-size", type=int, help="number of parallel streams N")
+    g.add_argument("--bptt", type=int, help="truncated-BPTT length T (time steps per batch)")
+    g.add_argument("--eval-batch-size", type=int, help="batch size for validation perplexity")
+    g.add_argument("--eval-bptt", type=int, help="time steps per batch for validation perplexity")
+    g.add_argument("--max-batches", type=int, help="cap on batches per epoch, for quick runs (0: no cap)")
+    g.add_argument("--seed", type=int, help="seed of weights, dropout and sampling: same seed, same numbers")
+    g = t.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="output directory (default runs/<data>-<preset>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
+    g.add_argument("--force", action="store_true", help="start over even if --out already has a checkpoint")
+    g.add_argument("--save-every", type=int, help="also checkpoint every N steps within an epoch")
+    g.add_argument("--log-format", default="jsonl", choices=["jsonl", "csv"], help="metrics log format")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    g.add_argument("--sample-length", type=int, default=300, help="tokens to sample at the end (0: none)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="perplexity of a checkpoint on a split",
+        description="Perplexity as the textbook's eval_perplexity computes it.",
+    )
+    e.add_argument("checkpoint", help="a .npz written by nprnn train or nprnn import-book")
+    e.add_argument("--data", metavar="DIR|FILE", help="corpus (default: the one the checkpoint was trained on)")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="which split (default test)")
+    e.add_argument("--batch-size", type=int, default=10, help="parallel streams (default 10, as the textbook)")
+    e.add_argument("--bptt", type=int, default=35, help="time steps per batch (default 35, as the textbook)")
+    e.set_defaults(func=cmd_eval)
+
+    gen = sub.add_parser("generate", help="sample text from a checkpoint")
+    gen.add_argument("checkpoint", help="a .npz written by nprnn train or nprnn import-book")
+    gen.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
+    gen.add_argument("--length", type=int, default=100, help="number of tokens to generate (default 100)")
+    gen.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default 1)")
+    gen.add_argument("--top-k", type=int, help="sample only among the K most likely tokens")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    gen.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser(
+        "import-book",
+        help="convert parameters saved by the textbook's code into a checkpoint",
+        description="Read a .pkl written by the textbook's save_params with a restricted unpickler "
+        "(NumPy arrays only; anything else is refused) and write an nprnn checkpoint.",
+    )
+    b.add_argument("params", metavar="FILE.pkl", help="the textbook's saved parameters (e.g. Rnnlm.pkl)")
+    b.add_argument(
+        "--preset", required=True, choices=["rnnlm", "better-rnnlm"], help="the textbook model they belong to"
+    )
+    b.add_argument("--data", required=True, metavar="DIR", help="the corpus it was trained on (its vocabulary)")
+    b.add_argument("-o", "--output", required=True, metavar="CHECKPOINT", help="the .npz to write")
+    b.set_defaults(func=cmd_import_book)
+
+    d = sub.add_parser("demo", help="train a TimeRNN on a generated echo task and show the loss going down")
+    d.add_argument("--delay", type=int, default=2, help="how many steps back the network must echo (default 2)")
+    d.add_argument("--epochs", type=int, default=30, help="passes over the 1024 generated sequences (default 30)")
+    d.add_argument("--hidden", type=int, default=32, help="hidden size H of the TimeRNN (default 32)")
+    d.add_argument("--seed", type=int, default=0, help="seed for data, initial weights and shuffling (default 0)")
+    d.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -29,10 +282,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("nprnn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"nprnn: {e or 'interrupted'}", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"nprnn: error: {e}", file=sys.stderr)
         return 2
 
