@@ -1,0 +1,425 @@
+"""Checkpoints: exact round trips, atomic writes under injected failures, and every kind of bad file
+refused with a CheckpointError naming the file, without ever unpickling."""
+
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nprnn.checkpoint as ckpt
+from nprnn.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_from_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+
+class Evil:
+    """Unpickling this runs ``os.mkdir(marker)``: the side effect proves whether pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def arrays_example(rng):
+    return {
+        "params/0": rng.standard_normal((3, 4)).astype(np.float32),
+        "params/1": rng.standard_normal(5),
+        "optim/t": np.array(7),
+        "vocab": np.array(["<eos>", "the", "naïve", "日本"]),
+        "mask": np.array([True, False]),
+        "ids": np.arange(10, dtype=np.int32),
+        "empty": np.zeros((0, 3), np.float32),
+        "file": np.ones(2),  # names np.savez would choke on
+        "allow_pickle": np.ones(1),
+    }
+
+
+META = {"config": {"model": "lstm", "hidden": 100, "tie": True}, "epoch": 3, "step": 1234, "best": 136.25}
+
+
+def assert_same_arrays(got, expected):
+    assert got.keys() == expected.keys()
+    for k, a in expected.items():
+        assert got[k].dtype == a.dtype and got[k].shape == a.shape, k
+        np.testing.assert_array_equal(got[k], a)
+
+
+def dir_listing(path):
+    return sorted(os.listdir(path))
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def test_round_trip(tmp_path, rng):
+    arrays = arrays_example(rng)
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, arrays, META)
+    got, meta = load_checkpoint(path)
+    assert_same_arrays(got, arrays)
+    assert meta == META
+    assert dir_listing(tmp_path) == ["model.npz"]  # no temporary file left behind
+
+
+def test_is_a_plain_npz(tmp_path, rng):
+    arrays = arrays_example(rng)
+    save_checkpoint(tmp_path / "c.npz", arrays, META)
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert set(z.files) == set(arrays) | {"__nprnn__"}
+        np.testing.assert_array_equal(z["params/1"], arrays["params/1"])
+        assert json.loads(str(z["__nprnn__"]))["meta"] == META
+
+
+def test_overwrite_replaces_and_keeps_permissions(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"a": np.zeros(2)}, {"n": 1})
+    os.chmod(path, 0o640)
+    save_checkpoint(path, {"b": np.ones(3)}, {"n": 2})
+    arrays, meta = load_checkpoint(path)
+    assert list(arrays) == ["b"] and meta == {"n": 2}
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_optimizer_state_round_trip(tmp_path, rng):
+    """An optimizer's state_dict (ints, floats, arrays) goes in as is and resumes bit for bit."""
+    from nprnn.optim import Adam
+
+    params = [rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(2).astype(np.float32)]
+    grads = [[rng.standard_normal(p.shape).astype(np.float32) for p in params] for _ in range(4)]
+    straight, opt = [p.copy() for p in params], Adam(lr=0.01)
+    for g in grads:
+        opt.update(straight, g)
+
+    first, resumed = Adam(lr=0.01), [p.copy() for p in params]
+    for g in grads[:2]:
+        first.update(resumed, g)
+    state = {f"optim/{k}": v for k, v in first.state_dict().items()}
+    save_checkpoint(tmp_path / "c.npz", {"p/0": resumed[0], "p/1": resumed[1], **state}, {})
+    arrays, _ = load_checkpoint(tmp_path / "c.npz")
+    assert arrays["optim/t"].shape == () and arrays["optim/book"].dtype.kind == "i"
+    second = Adam(lr=5.0)
+    second.load_state_dict({k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")})
+    resumed = [arrays["p/0"], arrays["p/1"]]
+    for g in grads[2:]:
+        second.update(resumed, g)
+    for a, b in zip(resumed, straight):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_meta_keeps_infinity(tmp_path):
+    save_checkpoint(tmp_path / "c.npz", {}, {"best": float("inf")})
+    assert load_checkpoint(tmp_path / "c.npz")[1] == {"best": float("inf")}
+
+
+DTYPES = [np.float32, np.float64, np.int8, np.int64, np.uint16, np.bool_, np.complex128]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.lists(st.integers(0, 4), max_size=3).map(tuple),
+    name=st.text(alphabet="abcxyz_/.0123-", min_size=1, max_size=12).filter(lambda s: not s.startswith("/")),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip_property(tmp_path_factory, dtype, shape, name, seed):
+    r = np.random.default_rng(seed)
+    a = np.asarray(r.standard_normal(shape) * 50).astype(dtype)
+    path = tmp_path_factory.mktemp("prop") / "c.npz"
+    save_checkpoint(path, {name: a}, {"seed": seed})
+    got, meta = load_checkpoint(path)
+    assert_same_arrays(got, {name: a})
+    assert meta == {"seed": seed}
+
+
+# ---------------------------------------------------------------- RNG state
+
+
+@pytest.mark.parametrize("bit_generator", ["PCG64", "MT19937", "Philox", "SFC64", "PCG64DXSM"])
+def test_rng_state_survives_a_checkpoint(tmp_path, bit_generator):
+    rng = np.random.Generator(getattr(np.random, bit_generator)(42))
+    rng.standard_normal(7)
+    rng.integers(0, 10, size=3, dtype=np.uint32)  # odd count of 32-bit draws: a buffered half word
+    save_checkpoint(tmp_path / "c.npz", {}, {"rng": rng_state(rng)})
+    expected = (rng.standard_normal(5), rng.integers(0, 1000, 5, dtype=np.uint32), rng.random(3))
+
+    _, meta = load_checkpoint(tmp_path / "c.npz")
+    restored = rng_from_state(meta["rng"])
+    got = (restored.standard_normal(5), restored.integers(0, 1000, 5, dtype=np.uint32), restored.random(3))
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_set_rng_state_into_an_existing_generator():
+    rng = np.random.default_rng(5)
+    state = rng_state(rng)
+    expected = rng.random(4)
+    held = np.random.default_rng(999)  # e.g. the generator a dropout layer keeps
+    set_rng_state(held, state)
+    np.testing.assert_array_equal(held.random(4), expected)
+
+
+def test_rng_state_errors():
+    with pytest.raises(ValueError, match="expected a numpy.random.Generator, got RandomState"):
+        rng_state(np.random.RandomState(0))
+    with pytest.raises(ValueError, match="unknown bit generator 'os.system'"):
+        rng_from_state({"bit_generator": "os.system", "state": {}})
+    with pytest.raises(ValueError, match="uses PCG64, the state is for 'MT19937'"):
+        set_rng_state(np.random.default_rng(), rng_state(np.random.Generator(np.random.MT19937(1))))
+    with pytest.raises(ValueError, match="invalid PCG64 state"):
+        rng_from_state({"bit_generator": "PCG64", "state": {"state": "x"}})
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@pytest.fixture
+def previous(tmp_path, rng):
+    """A good checkpoint already on disk, and its exact bytes."""
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, arrays_example(rng), META)
+    return path, path.read_bytes()
+
+
+def failing_after(n, exc):
+    """A write_array that writes ``n`` members, then starts the next one and fails halfway."""
+    real = np.lib.format.write_array
+    calls = []
+
+    def write_array(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > n:
+            fp.write(b"\x93NUMPY partial")
+            raise exc
+        return real(fp, array, *args, **kwargs)
+
+    return write_array
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failure_while_writing_leaves_old_file(monkeypatch, previous, rng, exc):
+    path, old = previous
+    monkeypatch.setattr(np.lib.format, "write_array", failing_after(2, exc))
+    with pytest.raises(type(exc)):
+        save_checkpoint(path, {"a": np.zeros(3), "b": np.ones(3), "c": np.ones(4)}, {"epoch": 4})
+    assert path.read_bytes() == old
+    assert dir_listing(path.parent) == [path.name]
+
+
+def test_failure_in_replace_leaves_old_file(monkeypatch, previous):
+    path, old = previous
+
+    def replace(src, dst):
+        assert os.path.exists(src)  # the complete new file was there, about to be renamed
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(PermissionError):
+        save_checkpoint(path, {"a": np.zeros(3)}, {"epoch": 4})
+    assert path.read_bytes() == old
+    assert dir_listing(path.parent) == [path.name]
+
+
+def test_failure_in_fsync_leaves_old_file(monkeypatch, previous):
+    path, old = previous
+
+    def fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        save_checkpoint(path, {"a": np.zeros(3)}, {"epoch": 4})
+    assert path.read_bytes() == old
+    assert dir_listing(path.parent) == [path.name]
+
+
+def test_failure_on_first_write_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(np.lib.format, "write_array", failing_after(0, OSError(28, "full")))
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "new.npz", {"a": np.zeros(3)}, {})
+    assert dir_listing(tmp_path) == []
+
+
+def test_the_new_file_is_written_before_the_old_one_is_replaced(monkeypatch, previous):
+    """What a reader sees at the moment of the rename: the old file intact, the new one complete."""
+    path, old = previous
+    real_replace, seen = os.replace, {}
+
+    def replace(src, dst):
+        seen["old"] = open(dst, "rb").read()
+        seen["new"] = load_checkpoint(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(path, {"a": np.arange(4.0)}, {"epoch": 5})
+    assert seen["old"] == old
+    np.testing.assert_array_equal(seen["new"][0]["a"], np.arange(4.0))
+    assert load_checkpoint(path)[1] == {"epoch": 5}
+
+
+@pytest.mark.parametrize(
+    "arrays, meta, match",
+    [
+        ({"w": np.array([1.0, np.nan])}, {}, "'w' contains NaN or Inf"),
+        ({"w": np.array([np.inf], np.float32)}, {}, "'w' contains NaN or Inf"),
+        ({"o": np.array([object()], dtype=object)}, {}, "'o' has dtype object"),
+        ({"s": np.zeros(2, dtype=[("x", "f8"), ("y", "i4")])}, {}, "'s' has dtype"),
+        ({"l": [1.0, 2.0]}, {}, "'l' must be a NumPy array or number, got list"),
+        ({"s": "text"}, {}, "'s' must be a NumPy array or number, got str"),
+        ({"__nprnn__": np.zeros(1)}, {}, "bad array name '__nprnn__'"),
+        ({"": np.zeros(1)}, {}, "bad array name ''"),
+        ({3: np.zeros(1)}, {}, "bad array name 3"),
+        ({"a": np.zeros(1)}, {"s": {1, 2}}, "meta must be JSON-serializable"),
+        ({"a": np.zeros(1)}, "epoch 3", "meta must be a dict"),
+        ([np.zeros(1)], {}, "arrays must be a dict"),
+    ],
+)
+def test_refused_before_anything_is_written(previous, arrays, meta, match):
+    path, old = previous
+    with pytest.raises(ValueError, match=match):
+        save_checkpoint(path, arrays, meta)
+    assert path.read_bytes() == old
+    assert dir_listing(path.parent) == [path.name]
+
+
+def test_non_finite_allowed_when_asked(tmp_path):
+    save_checkpoint(tmp_path / "c.npz", {"w": np.array([np.nan, np.inf])}, {}, finite=False)
+    w = load_checkpoint(tmp_path / "c.npz")[0]["w"]
+    assert np.isnan(w[0]) and w[1] == np.inf
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def expect_error(path, match):
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.npz", "no such checkpoint file")
+
+
+def test_directory(tmp_path):
+    expect_error(tmp_path, "is a directory")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, -22, -1, 1])
+def test_truncated_file(previous, keep):
+    path, old = previous
+    n = int(len(old) * keep) if isinstance(keep, float) else (len(old) + keep if keep < 0 else keep)
+    path.write_bytes(old[:n])
+    expect_error(path, "corrupted or truncated|not a zip archive")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "c.npz").write_bytes(b"")
+    expect_error(tmp_path / "c.npz", "not a zip archive")
+
+
+def test_garbage_file(tmp_path, rng):
+    path = tmp_path / "c.npz"
+    path.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    expect_error(path, "not a zip archive")
+    path.write_bytes(b"PK" + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())  # zip magic, garbage after
+    expect_error(path, "corrupted or truncated")
+
+
+def test_flipped_byte_fails_the_crc(tmp_path):
+    path = tmp_path / "c.npz"
+    data = np.arange(1000, dtype=np.float64)
+    save_checkpoint(path, {"data": data}, {})
+    raw = bytearray(path.read_bytes())
+    at = raw.find(data.tobytes()[:64]) + 4000  # inside the array's bytes
+    raw[at] ^= 0x01
+    path.write_bytes(bytes(raw))
+    expect_error(path, "Bad CRC-32")
+
+
+def test_npz_with_object_array_is_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+    live = tmp_path / "live"
+    pickle.loads(pickle.dumps(Evil(live)))  # the payload works when unpickled...
+    assert live.exists()
+
+    path = tmp_path / "c.npz"
+    np.savez(path, __nprnn__=np.array(json.dumps({"format": "nprnn-checkpoint", "version": 1, "meta": {}})),
+             w=np.array([Evil(marker)], dtype=object))  # fmt: skip
+    expect_error(path, "member 'w.npy' is an object array; refused")
+    assert not marker.exists()  # ...but loading the checkpoint did not unpickle it
+
+
+def test_pickle_renamed_npz_is_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps({"params": [np.zeros(3)], "x": Evil(marker)}))
+    expect_error(path, "not a zip archive .*looks like a pickle")
+    assert not marker.exists()
+
+
+def test_npy_renamed_npz(tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros(3))
+    os.rename(tmp_path / "w.npy", tmp_path / "w.npz")
+    expect_error(tmp_path / "w.npz", "not a zip archive")
+
+
+def test_npz_without_meta(tmp_path):
+    np.savez(tmp_path / "c.npz", w=np.zeros(3))
+    expect_error(tmp_path / "c.npz", "not an nprnn checkpoint .*no '__nprnn__' metadata member")
+
+
+@pytest.mark.parametrize(
+    "meta, match",
+    [
+        ({"format": "nprnn-checkpoint", "version": 2, "meta": {}}, "format version 2; this nprnn reads version 1"),
+        ({"format": "nprnn-checkpoint", "meta": {}}, "format version None"),
+        ({"format": "torch", "version": 1, "meta": {}}, "does not describe an 'nprnn-checkpoint' file"),
+        ({"format": "nprnn-checkpoint", "version": 1, "meta": [1]}, "has no 'meta' dict"),
+        ("not json {", "not valid JSON"),
+        (["a", "list"], "does not describe"),
+    ],
+)
+def test_bad_metadata(tmp_path, meta, match):
+    text = meta if isinstance(meta, str) else json.dumps(meta)
+    np.savez(tmp_path / "c.npz", w=np.zeros(3), __nprnn__=np.array(text))
+    expect_error(tmp_path / "c.npz", match)
+
+
+def test_metadata_of_wrong_type(tmp_path):
+    np.savez(tmp_path / "c.npz", __nprnn__=np.zeros(3))
+    expect_error(tmp_path / "c.npz", "metadata member '__nprnn__' must be a unicode string")
+
+
+def test_zip_with_foreign_member(tmp_path):
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    expect_error(tmp_path / "c.npz", "unexpected member 'readme.txt'")
+
+
+def test_zip_member_that_is_not_npy(tmp_path):
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as zf:
+        zf.writestr("w.npy", b"definitely not an array")
+    expect_error(tmp_path / "c.npz", "member 'w.npy' is not a valid .npy array")
+
+
+def test_compressed_npz_loads(tmp_path):
+    text = json.dumps({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": {"k": 1}})
+    np.savez_compressed(tmp_path / "c.npz", w=np.arange(5.0), __nprnn__=np.array(text))
+    arrays, meta = load_checkpoint(tmp_path / "c.npz")
+    np.testing.assert_array_equal(arrays["w"], np.arange(5.0))
+    assert meta == {"k": 1}
