@@ -1,0 +1,107 @@
+"""Import parameters saved by the textbook's ``BaseModel.save_params``, without trusting pickle.
+
+The textbook stores a model as ``pickle.dump([p.astype(np.float16) for p in params], f)``.
+A plain ``pickle.load`` of such a file would run whatever code the file asks for, so these
+files are read with a restricted unpickler: the only globals it resolves are the few NumPy
+functions that rebuild a plain ndarray (and ``_codecs.encode`` with latin1, which protocol-2
+pickles use for raw bytes); anything else (``os.system``, ``builtins.eval``, ``numpy.load``,
+array subclasses, ...) stops the load before it can be called. The result must then be a
+non-empty list of real numeric ndarrays.
+"""
+
+import codecs
+import os
+import pickle
+
+import numpy as np
+
+# The functions NumPy's own pickles name, taken from NumPy itself rather than imported by
+# module path: NumPy 1.x files say numpy.core.*, NumPy 2.x files numpy._core.*.
+_reconstruct = np.zeros(1).__reduce__()[0]  # protocols 0-4: empty array + __setstate__
+_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: array from an in-band buffer
+
+
+class BookParamsError(ValueError):
+    """A textbook parameter file that cannot be used; the message names the file and the problem."""
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asked for a global outside the allow list; nothing of it was called."""
+
+
+def _empty_ndarray(subtype, shape, dtype):
+    # Only a plain ndarray, and always empty: the data arrives with __setstate__, so a forged
+    # huge shape cannot make us allocate memory here.
+    if subtype is not np.ndarray:
+        raise RefusedGlobal(f"array subclass {subtype!r}")
+    return _reconstruct(np.ndarray, (0,), dtype)
+
+
+def _latin1_bytes(text, encoding):
+    # How protocol-2 pickles spell bytes: _codecs.encode(str, "latin1"). No other codec.
+    if encoding != "latin1":
+        raise RefusedGlobal(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _empty_ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_ndarray,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(f"global '{module}.{name}'") from None
+
+    def persistent_load(self, pid):
+        raise RefusedGlobal(f"persistent id {pid!r}")
+
+
+def load_book_params(path, dtype=None):
+    """The list of arrays in a textbook ``save_params`` file (``[Wx, Wh, b, ...]``, float16 as saved).
+
+    ``dtype`` converts every array (the textbook's ``load_params`` uses float32). Raises
+    ``BookParamsError`` naming the file for anything that is not a list of numeric arrays,
+    including pickles that try to call anything beyond NumPy's array constructors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "is a directory" if os.path.isdir(path) else "no such file"
+        raise BookParamsError(f"{path}: {what}")
+    try:
+        with open(path, "rb") as f:
+            params = _ArrayUnpickler(f).load()
+            trailing = f.read(1)
+    except RefusedGlobal as e:
+        raise BookParamsError(
+            f"{path}: refused to unpickle {e}: a textbook parameter file holds only NumPy arrays, "
+            "so this file is either something else or crafted to run code"
+        ) from None
+    except OSError as e:
+        raise BookParamsError(f"{path}: cannot read ({e.strerror or e})") from None
+    except Exception as e:  # a damaged pickle can fail in many ways (EOFError, KeyError, ...)
+        raise BookParamsError(f"{path}: not a valid textbook parameter file: truncated or corrupt ({e!r})") from None
+    if trailing:
+        raise BookParamsError(f"{path}: unexpected data after the pickled parameter list")
+
+    if not isinstance(params, list):
+        raise BookParamsError(f"{path}: expected a list of arrays (as save_params writes), got {type(params).__name__}")
+    if not params:
+        raise BookParamsError(f"{path}: the parameter list is empty")
+    for i, p in enumerate(params):
+        if type(p) is not np.ndarray:
+            raise BookParamsError(f"{path}: item {i} is a {type(p).__name__}, expected a NumPy array")
+        if p.dtype.kind not in "fiu":
+            raise BookParamsError(f"{path}: item {i} has dtype {p.dtype}, expected a real numeric array")
+    if dtype is not None:
+        params = [p.astype(dtype) for p in params]
+    return params
