@@ -43,20 +43,22 @@ PRESETS = {
         level="word", cell="lstm", embed=650, hidden=650, layers=2, dropout=0.5, tie_weights=True,
         optimizer="sgd", lr=20.0, max_grad=0.25, schedule="plateau", decay=4.0, epochs=40, batch_size=20, bptt=35,
     ),
-    # Zaremba, Sutskever & Vinyals 2014, "Recurrent neural network regularization"
+    # Zaremba, Sutskever & Vinyals 2014, "Recurrent neural network regularization". Their loss is summed
+    # over the T time steps (averaged over the batch); ours is the mean over all N*T positions, whose
+    # gradient is T times smaller. So their lr 1 is lr T here and their clipping norm c is c / T.
     "zaremba-small": dict(
         level="word", cell="lstm", embed=200, hidden=200, layers=2, dropout=0.0, tie_weights=False,
-        init="uniform", init_scale=0.1, optimizer="sgd", lr=1.0, max_grad=5.0,
+        init="uniform", init_scale=0.1, optimizer="sgd", lr=20.0, max_grad=5.0 / 20,
         schedule="step", decay=0.5, decay_start=4, epochs=13, batch_size=20, bptt=20,
     ),
     "zaremba-medium": dict(
         level="word", cell="lstm", embed=650, hidden=650, layers=2, dropout=0.5, tie_weights=False,
-        init="uniform", init_scale=0.05, optimizer="sgd", lr=1.0, max_grad=5.0,
+        init="uniform", init_scale=0.05, optimizer="sgd", lr=35.0, max_grad=5.0 / 35,
         schedule="step", decay=0.8, decay_start=6, epochs=39, batch_size=20, bptt=35,
     ),
     "zaremba-large": dict(
         level="word", cell="lstm", embed=1500, hidden=1500, layers=2, dropout=0.65, tie_weights=False,
-        init="uniform", init_scale=0.04, optimizer="sgd", lr=1.0, max_grad=10.0,
+        init="uniform", init_scale=0.04, optimizer="sgd", lr=35.0, max_grad=10.0 / 35,
         schedule="step", decay=1 / 1.15, decay_start=14, epochs=55, batch_size=20, bptt=35,
     ),
 }  # fmt: skip
