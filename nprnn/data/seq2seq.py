@@ -21,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nprnn.data.corpus import DataError
+
 BOOK_DATASETS = ("addition", "date")
 
 
-class Seq2seqDataError(ValueError):
-    """A seq2seq data file that does not follow the ``question_answer`` fixed-width format."""
+class Seq2seqDataError(DataError):
+    """A seq2seq data file that does not follow the ``question_answer`` fixed-width format
+    (a ``DataError``, so a ``ValueError``); the message names the file and the line."""
 
 
 @dataclass

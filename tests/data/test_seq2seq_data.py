@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from nprnn.data.corpus import DataError
 from nprnn.data.seq2seq import (
     Seq2seqDataError,
     build_vocab,
@@ -185,7 +186,7 @@ def test_malformed_lines_name_file_and_line(write, text, message):
     with pytest.raises(Seq2seqDataError, match=message) as err:
         load_seq2seq(path)
     assert str(path) in str(err.value)
-    assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, DataError) and isinstance(err.value, ValueError)
 
 
 def test_non_utf8_names_the_line(write):
