@@ -1,11 +1,9 @@
 """The command line on tiny data: train, resume, eval, generate, and one-line errors."""
 
+import argparse
 import json
 
-import numpy as np
 import pytest
-
-import argparse
 
 from nprnn.cli import build_parser, main
 from tests.test_train import TEXT
