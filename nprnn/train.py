@@ -129,10 +129,12 @@ def split_preset(name, overrides=None):
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate(model, ids, batch_size=10, bptt=35):
+def evaluate(model, ids, batch_size=10, bptt=35, parallel=None):
     """Perplexity over ``ids`` as the textbook's ``eval_perplexity`` computes it: from a zero
-    state, stateful over consecutive batches, ``exp`` of the mean batch loss; dropout off."""
-    batches = EvalBatches(ids, batch_size, bptt)
+    state, stateful over consecutive batches, ``exp`` of the mean batch loss; dropout off.
+    With ``parallel`` (a ``nprnn.distributed.DataParallel``) each rank scores its share of the
+    rows and the weighted losses are summed over the ranks."""
+    batches = EvalBatches(ids, batch_size, bptt, rows=parallel.shard(batch_size) if parallel else None)
     was_training = model.train
     model.train = False
     model.reset_state()
@@ -143,6 +145,8 @@ def evaluate(model, ids, batch_size=10, bptt=35):
     finally:
         model.reset_state()
         model.train = was_training
+    if parallel is not None:
+        total = parallel.sum(total * parallel.share(batch_size))
     return math.exp(total / len(batches))
 
 
@@ -215,15 +219,27 @@ class Progress:
 class Trainer:
     """Trains ``model`` on ``corpus`` (a ``nprnn.data.Corpus``) with ``config``; files go to ``out_dir``:
     ``checkpoint.npz`` (resumable, latest), ``best.npz`` (best validation perplexity),
-    ``metrics.jsonl`` (or ``.csv``) and ``perplexity.png``."""
+    ``metrics.jsonl`` (or ``.csv``) and ``perplexity.png``.
 
-    def __init__(self, model, corpus, config, out_dir, log=print, progress_bar=True, log_format="jsonl"):
+    ``comm``: an MPI communicator (``nprnn.distributed.mpi_world()``) for data-parallel training:
+    this rank trains on its share of each batch's rows, gradients are averaged over the ranks, and
+    only rank 0 logs, shows progress and writes files (``nprnn.distributed`` has the details)."""
+
+    def __init__(self, model, corpus, config, out_dir, log=print, progress_bar=True, log_format="jsonl", comm=None):
         self.model, self.corpus, self.config = model, corpus, config.validate()
         self.out_dir = Path(out_dir)
         self.log, self.progress_bar, self.log_format = log, progress_bar, log_format
         self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr)
         self.schedule = self._make_schedule()
-        self.batches = BPTTBatches(corpus.train, config.batch_size, config.bptt, continuous=False)
+        self.parallel = None
+        if comm is not None:
+            from nprnn.distributed import DataParallel
+
+            self.parallel = DataParallel(comm, model, config.batch_size)
+            if not self.parallel.is_root:
+                self.log, self.progress_bar = (lambda *args, **kwargs: None), False
+        rows = self.parallel.rows if self.parallel else None
+        self.batches = BPTTBatches(corpus.train, config.batch_size, config.bptt, rows=rows, continuous=False)
         self.iters_per_epoch = len(self.batches)
         if config.max_batches:
             self.iters_per_epoch = min(self.iters_per_epoch, config.max_batches)
@@ -255,14 +271,20 @@ class Trainer:
                 arrays[f"opt/{key}"] = value
             else:
                 scalars[key] = value
-        for key, value in self.model.get_state().items():
+        state, rngs, parallel_meta = self.model.get_state(), [rng_state(r) for r in self.model.dropout_rngs()], {}
+        if self.parallel is not None:  # collective: every rank gets here, rank 0 writes the full state
+            state, parallel_meta = self.parallel.gather_checkpoint(state, rngs)
+            if not self.parallel.is_root:
+                return
+        for key, value in state.items():
             arrays[f"state/{key}"] = value
         meta = {
             "train": asdict(self.config),
             "progress": asdict(self.progress),
             "optimizer": scalars,
             "schedule": self.schedule.state_dict() if self.schedule else None,
-            "rngs": [rng_state(r) for r in self.model.dropout_rngs()],
+            "rngs": rngs,
+            **parallel_meta,
             **self.extra_meta,
         }
         save_lm(path or self.checkpoint_path, self.model, self.corpus.vocab, arrays, meta)
@@ -282,6 +304,8 @@ class Trainer:
         for rng, state in zip(rngs, meta["rngs"]):
             set_rng_state(rng, state)
         self.model.set_state({k[len("state/") :]: v for k, v in arrays.items() if k.startswith("state/")})
+        if self.parallel is not None:  # this rank's rows of the state, its own dropout generators
+            self.parallel.restore_checkpoint(arrays, meta, where)
         self.progress = Progress(**meta["progress"])
 
     # -- the loop
@@ -292,6 +316,8 @@ class Trainer:
     def train_step(self, xs, ts):
         loss = float(self.model.forward(xs, ts))
         self.model.backward()
+        if self.parallel is not None:  # one Allreduce: full-batch gradients and loss, any rank's Ctrl-C
+            loss, self._stop_requested = self.parallel.allreduce_step(self.model.grads, loss, self._stop_requested)
         norm = (
             optim.clip_grads(self.model.grads, self.config.max_grad)
             if self.config.max_grad
@@ -356,7 +382,7 @@ class Trainer:
     def _end_epoch(self):
         p, c = self.progress, self.config
         train_ppl = math.exp(p.epoch_loss / max(p.iteration, 1))
-        valid_ppl = evaluate(self.model, self.corpus.valid, c.eval_batch_size, c.eval_bptt)
+        valid_ppl = evaluate(self.model, self.corpus.valid, c.eval_batch_size, c.eval_bptt, self.parallel)
         words = p.iteration * c.batch_size * c.bptt
         record = EpochRecord(
             p.epoch + 1, train_ppl, valid_ppl, self.optimizer.lr, p.epoch_seconds, words / max(p.epoch_seconds, 1e-9)
@@ -375,7 +401,8 @@ class Trainer:
         elif self.schedule is not None:
             self.schedule.step()
         p.epoch, p.iteration = p.epoch + 1, 0
-        if improved:
+        root = self.parallel is None or self.parallel.is_root
+        if improved and root:
             save_lm(
                 self.out_dir / "best.npz",
                 self.model,
@@ -383,8 +410,9 @@ class Trainer:
                 extra_meta={"valid_ppl": valid_ppl, **self.extra_meta},
             )
         self.save()
-        self._write_metrics()
-        self._plot()
+        if root:
+            self._write_metrics()
+            self._plot()
 
     def _bar(self, epoch, initial):
         if not self.progress_bar:
