@@ -31,9 +31,13 @@ def cmd_train(args):
     import numpy as np
 
     from nprnn.data.corpus import load_corpus
+    from nprnn.distributed import abort_on_error, mpi_world
     from nprnn.models.lm import LanguageModel, LMConfig
     from nprnn.train import TrainConfig, Trainer, load_lm, split_preset
 
+    comm = mpi_world()  # None unless started by mpiexec with more than one process
+    root = comm is None or comm.Get_rank() == 0
+    say = print if root else (lambda *a, **k: None)
     dtype = np.dtype(args.dtype)
     out_dir = Path(args.out) if args.out else Path("runs") / _run_name(args)
     checkpoint = out_dir / "checkpoint.npz"
@@ -47,10 +51,12 @@ def cmd_train(args):
         if args.epochs is not None:
             train_settings["epochs"] = args.epochs
         config = TrainConfig(**train_settings)
-        trainer = Trainer(model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format)
+        trainer = Trainer(
+            model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format, comm=comm
+        )
         trainer.restore(arrays, meta, checkpoint)
         p = trainer.progress
-        print(f"resuming {checkpoint} at epoch {p.epoch + 1}, iteration {p.iteration} (step {p.step})")
+        say(f"resuming {checkpoint} at epoch {p.epoch + 1}, iteration {p.iteration} (step {p.step})")
     else:
         model_settings, train_settings, level = split_preset(
             args.preset, {**_model_overrides(args), **_train_overrides(args)}
@@ -59,7 +65,9 @@ def cmd_train(args):
         corpus = load_corpus(args.data, level=level, max_vocab=args.max_vocab)
         config = TrainConfig(**train_settings)
         model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), **model_settings), seed=config.seed, dtype=dtype)
-        trainer = Trainer(model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format)
+        trainer = Trainer(
+            model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format, comm=comm
+        )
         if checkpoint.exists() and not args.force:
             raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or --force to start over")
 
@@ -69,17 +77,24 @@ def cmd_train(args):
         trainer.extra_meta["data"] = meta.get("data")
     c, m = trainer.config, model.config
     n_params = sum(p.size for p in model.params)
-    print(f"data: {corpus}")
-    print(
+    say(f"data: {corpus}")
+    say(
         f"model: {m.cell} {m.layers}x{m.hidden}, embed {m.embed}, dropout {m.dropout}, tied {m.tie_weights}; "
         f"{n_params:,} parameters ({model.params[0].dtype})"
     )
-    print(
+    say(
         f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}x{c.bptt}, "
         f"{c.optimizer} lr {c.lr}, clip {c.max_grad or 'off'}, schedule {c.schedule}, seed {c.seed}"
     )
-    print(f"output: {out_dir}/")
-    trainer.run()
+    say(f"output: {out_dir}/")
+    if comm is None:
+        trainer.run()
+    else:
+        say(f"data parallel: {comm.Get_size()} MPI ranks, each on its share of the {c.batch_size} rows of a batch")
+        with abort_on_error(comm):
+            trainer.run()
+        if not root:
+            return 0
 
     best = out_dir / "best.npz"
     best_model, vocab, _, meta = load_lm(best)
