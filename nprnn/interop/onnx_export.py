@@ -240,20 +240,22 @@ def export_checkpoint_onnx(checkpoint_path, out_path, opset=DEFAULT_OPSET, verif
     """Write the language model of an nprnn checkpoint (``nprnn.train.save_lm``) to ``out_path`` as ONNX,
     with the vocabulary (``nprnn.vocab``, JSON list; ``nprnn.level``) in the metadata.
 
-    With ``verify`` the file is run with onnxruntime against nprnn (``compare_with_onnxruntime``); a
-    difference above ``tolerance`` raises ``RuntimeError``. Returns ``(out_path, difference or None)``.
+    With ``verify`` the export is first run with onnxruntime against nprnn (``compare_with_onnxruntime``);
+    a difference above ``tolerance`` raises ``RuntimeError`` and nothing is written.
+    Returns ``(out_path, difference or None)``.
     """
     from nprnn.train import load_lm
 
+    onnx = require("onnx", "export_checkpoint_onnx")
     model, vocab, _, _ = load_lm(checkpoint_path)
     metadata = {"nprnn.vocab": json.dumps(vocab.tokens), "nprnn.level": vocab.level}
-    out_path = Path(out_path)
-    onnx_model = lm_to_onnx(model, out_path, opset=opset, metadata=metadata)
-    if not verify:
-        return out_path, None
-    difference = compare_with_onnxruntime(model, onnx_model)
-    if not difference <= tolerance:
+    onnx_model = lm_to_onnx(model, opset=opset, metadata=metadata)
+    difference = compare_with_onnxruntime(model, onnx_model) if verify else None
+    if difference is not None and not difference <= tolerance:
         raise RuntimeError(
-            f"{out_path}: onnxruntime's outputs differ from nprnn's by {difference:.3g} (more than {tolerance:g})"
+            f"{checkpoint_path}: the ONNX export's outputs under onnxruntime differ from nprnn's by "
+            f"{difference:.3g} (more than {tolerance:g}); not writing {out_path}"
         )
+    out_path = Path(out_path)
+    onnx.save(onnx_model, str(out_path))
     return out_path, difference

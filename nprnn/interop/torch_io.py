@@ -9,7 +9,7 @@ Weight mapping of one layer and direction (torch computes ``x @ W.T``, nprnn ``x
 
 torch has two biases where nprnn has one: export puts all of ``b`` into ``bias_ih`` and zeros into
 ``bias_hh`` (for the GRU's n block: ``b_n`` and ``bhn``), import sums them. So nprnn -> torch -> nprnn
-gives back the very same numbers.
+gives back the very same numbers, bit for bit (only a bias of -0.0 comes back as +0.0: -0.0 + 0.0 = +0.0).
 
 Keys are torch's: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse``
 appended for the backward direction) for a recurrent module; the language model's torch twin
