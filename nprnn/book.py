@@ -7,11 +7,15 @@ functions that rebuild a plain ndarray (and ``_codecs.encode`` with latin1, whic
 pickles use for raw bytes); anything else (``os.system``, ``builtins.eval``, ``numpy.load``,
 array subclasses, ...) stops the load before it can be called. The result must then be a
 non-empty list of real numeric ndarrays.
+
+``import_book_lm`` turns such a file from the textbook's ch06 ``Rnnlm`` or ``BetterRnnlm`` into
+an nprnn language-model checkpoint (``nprnn import-book``).
 """
 
 import codecs
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +109,50 @@ def load_book_params(path, dtype=None):
     if dtype is not None:
         params = [p.astype(dtype) for p in params]
     return params
+
+
+# ---------------------------------------------------------------- textbook language models
+
+BOOK_PRESETS = ("rnnlm", "better-rnnlm")
+
+
+def import_book_lm(params_path, preset, data, output, dtype=np.float32):
+    """Write the nprnn checkpoint ``output`` for a textbook ``Rnnlm.pkl`` / ``BetterRnnlm.pkl``; returns its path.
+
+    ``preset``: the model the file belongs to, ``"rnnlm"`` (ch06 ``Rnnlm``) or ``"better-rnnlm"``
+    (``BetterRnnlm``). ``data``: the corpus it was trained on (a PTB-layout directory); its
+    training text gives the vocabulary, numbered as the textbook numbers it. Both models store
+    their arrays in nprnn's order with the same LSTM gate layout, so they are used as they are;
+    ``BetterRnnlm`` also saves its tied output weight as a separate copy of ``embed_W.T``, which
+    must equal the embedding's transpose and is dropped (nprnn stores a tied weight once).
+    """
+    from nprnn.data.corpus import load_corpus
+    from nprnn.models.lm import LanguageModel, LMConfig
+    from nprnn.train import save_lm, set_params, split_preset
+
+    if preset not in BOOK_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(BOOK_PRESETS)}, got {preset!r}")
+    where = os.fspath(params_path)
+    params = load_book_params(params_path)
+    model_settings, _, level = split_preset(preset)
+    corpus = load_corpus(data, level=level)
+    model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), **model_settings), dtype=dtype)
+
+    if model.config.tie_weights and len(params) == len(model.params) + 1:
+        embed_W, out_W = params[0], params[-2]
+        if out_W.shape != embed_W.shape[::-1] or not np.array_equal(out_W, embed_W.T):
+            raise BookParamsError(
+                f"{where}: the {preset} preset ties the output weight to the embedding, but array "
+                f"{len(params) - 2} {out_W.shape} is not the transpose of array 0 {embed_W.shape}"
+            )
+        params = params[:-2] + params[-1:]
+    got, expected = [p.shape for p in params], [p.shape for p in model.params]
+    if got != expected:
+        raise BookParamsError(
+            f"{where}: holds arrays of shapes {got}, but the {preset} preset with the {len(corpus.vocab)}-word "
+            f"vocabulary of {data} expects {expected}; wrong --preset or --data?"
+        )
+    set_params(model, [p.astype(dtype) for p in params], where)
+    extra = {"data": str(Path(data).resolve()), "imported_from": str(Path(where).resolve()), "preset": preset}
+    save_lm(output, model, corpus.vocab, extra_meta=extra)
+    return Path(output)

@@ -216,3 +216,130 @@ def test_missing_file_and_directory(tmp_path):
         load_book_params(tmp_path / "nope.pkl")
     with pytest.raises(BookParamsError, match="is a directory"):
         load_book_params(tmp_path)
+
+
+# ---------------------------------------------------------------- import-book: textbook models -> checkpoint
+
+
+def write_tiny_ptb(directory, rng):
+    """A PTB-layout corpus: *.train.txt / *.valid.txt / *.test.txt of short lines."""
+    words = [f"w{i}" for i in range(40)]
+    directory.mkdir()
+    for which, n_lines in (("train", 120), ("valid", 20), ("test", 75)):  # test: 2 batches of 10 x 35
+        lines = [" ".join(rng.choice(words, size=rng.integers(3, 15))) for _ in range(n_lines)]
+        (directory / f"tiny.{which}.txt").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def textbook_model(dlfs2, V, D, H, layers, tied, rng):
+    """The textbook's ch06 Rnnlm (layers=1) / BetterRnnlm (layers=2, tied, dropout), built from its
+    own common/ layers with random weights (biases included, so every array matters)."""
+    from common.base_model import BaseModel
+    from common.time_layers import TimeAffine, TimeDropout, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
+
+    def randn(*shape, scale=0.3):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    class BookLM(BaseModel):
+        def __init__(self):
+            embed_W = randn(V, D)
+            self.layers = [TimeEmbedding(embed_W)]
+            self.lstms = []
+            for i in range(layers):
+                if tied:
+                    self.layers.append(TimeDropout(0.5))
+                D_in = D if i == 0 else H  # the textbook's scales: randn / sqrt(fan_in), not chaotic
+                Wx, Wh = randn(D_in, 4 * H, scale=D_in**-0.5), randn(H, 4 * H, scale=H**-0.5)
+                lstm = TimeLSTM(Wx, Wh, randn(4 * H), stateful=True)
+                self.layers.append(lstm)
+                self.lstms.append(lstm)
+            if tied:
+                self.layers.append(TimeDropout(0.5))
+            self.layers.append(TimeAffine(embed_W.T if tied else randn(H, V, scale=H**-0.5), randn(V)))
+            self.loss_layer = TimeSoftmaxWithLoss()
+            self.params = [p for layer in self.layers for p in layer.params]
+
+        def forward(self, xs, ts, train_flg=False):
+            for layer in self.layers:
+                if isinstance(layer, TimeDropout):
+                    layer.train_flg = train_flg
+                xs = layer.forward(xs)
+            return self.loss_layer.forward(xs, ts)
+
+        def reset_state(self):
+            for lstm in self.lstms:
+                lstm.reset_state()
+
+    return BookLM()
+
+
+@pytest.mark.parametrize("preset", ["rnnlm", "better-rnnlm"])
+def test_import_book_reproduces_textbook_perplexity(dlfs2, tmp_path, rng, capsys, preset):
+    from common.util import eval_perplexity
+
+    from nprnn.book import import_book_lm
+    from nprnn.cli import main
+    from nprnn.data.corpus import load_corpus
+    from nprnn.train import evaluate, load_lm
+
+    data = write_tiny_ptb(tmp_path / "tiny", rng)
+    corpus = load_corpus(data)
+    assert (len(corpus.test) - 1) // (10 * 35) >= 2  # the state must carry over between eval batches
+    H, layers, tied = (100, 1, False) if preset == "rnnlm" else (650, 2, True)
+    book = textbook_model(dlfs2, len(corpus.vocab), H, H, layers, tied, rng)
+    pkl = tmp_path / "Model.pkl"
+    book.save_params(str(pkl))
+    book.load_params(str(pkl))  # evaluate the float16-rounded weights, as the textbook's eval scripts do
+    expected = float(eval_perplexity(book, corpus.test, batch_size=10, time_size=35))
+
+    out = import_book_lm(pkl, preset, data, tmp_path / "imported.npz")
+    model, vocab, _, meta = load_lm(out)
+    assert vocab == corpus.vocab and meta["preset"] == preset and model.config.tie_weights == tied
+    assert len(model.params) == len(book.params) - tied  # the tied copy is stored once
+    assert evaluate(model, corpus.test, batch_size=10, bptt=35) == pytest.approx(expected, rel=1e-5)
+
+    if preset != "rnnlm":
+        return  # the command line once is enough (the 2 x 650 model is slow to evaluate twice more)
+    # the command line: nprnn import-book, then nprnn eval prints the same perplexity
+    capsys.readouterr()
+    args = ["import-book", str(pkl), "--preset", preset, "--data", str(data), "-o", str(tmp_path / "cli.npz")]
+    assert main(args) == 0
+    assert main(["eval", str(tmp_path / "cli.npz"), "--split", "test", "--batch-size", "10", "--bptt", "35"]) == 0
+    printed = capsys.readouterr().out.split("test perplexity:")[1].split()[0]
+    assert float(printed) == pytest.approx(expected, abs=0.006)
+
+
+def test_import_book_wrong_preset_or_data(dlfs2, tmp_path, rng):
+    from nprnn.book import import_book_lm
+
+    data = write_tiny_ptb(tmp_path / "tiny", rng)
+    from nprnn.data.corpus import load_corpus
+
+    V = len(load_corpus(data).vocab)
+    book = textbook_model(dlfs2, V, 100, 100, 1, False, rng)
+    book.save_params(str(tmp_path / "Rnnlm.pkl"))
+    out = tmp_path / "out.npz"
+    with pytest.raises(BookParamsError, match=r"Rnnlm.pkl: holds arrays of shapes .*better-rnnlm preset .*wrong"):
+        import_book_lm(tmp_path / "Rnnlm.pkl", "better-rnnlm", data, out)
+    smaller = textbook_model(dlfs2, V - 1, 100, 100, 1, False, rng)
+    smaller.save_params(str(tmp_path / "Small.pkl"))
+    with pytest.raises(BookParamsError, match=rf"Small.pkl: .*the rnnlm preset with the {V}-word vocabulary"):
+        import_book_lm(tmp_path / "Small.pkl", "rnnlm", data, out)
+    with pytest.raises(ValueError, match="preset must be one of rnnlm, better-rnnlm"):
+        import_book_lm(tmp_path / "Rnnlm.pkl", "zaremba-small", data, out)
+    assert not out.exists()
+
+
+def test_import_book_tied_copy_must_be_the_transpose(dlfs2, tmp_path, rng):
+    from nprnn.book import import_book_lm
+    from nprnn.data.corpus import load_corpus
+
+    data = write_tiny_ptb(tmp_path / "tiny", rng)
+    book = textbook_model(dlfs2, len(load_corpus(data).vocab), 650, 650, 2, True, rng)
+    params = [p.astype(np.float16) for p in book.params]
+    params[-2] = params[-2].copy()
+    params[-2][0, 0] += 1  # an output weight that is no longer the embedding's transpose
+    (tmp_path / "B.pkl").write_bytes(pickle.dumps(params))
+    with pytest.raises(BookParamsError, match=r"array 7 \(650, \d+\) is not the transpose of array 0"):
+        import_book_lm(tmp_path / "B.pkl", "better-rnnlm", data, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
