@@ -80,6 +80,7 @@ def _recurrent_nodes(g, layer, x, h0, c0, h_n, c_n, prefix, batch_first_out):
     kind, num_layers, dirs, found = directional_layers(layer)
     H = found[0][1].H
     flatten = g.const(f"{prefix}.flatten_shape", np.array([0, 0, -1], dtype=np.int64))
+    axis0 = g.const(f"{prefix}.state_axes", np.array([0], dtype=np.int64)) if num_layers > 1 else None
     finals_h, finals_c = [], []
     for k in range(num_layers):
         weights = [onnx_weights(kind, d.params) for _, d in found[k * dirs : (k + 1) * dirs]]
@@ -88,8 +89,7 @@ def _recurrent_nodes(g, layer, x, h0, c0, h_n, c_n, prefix, batch_first_out):
         if num_layers > 1:  # this layer's slice [k*dirs, (k+1)*dirs) of the stacked states
             starts = g.const(f"{prefix}.l{k}.state_start", np.array([k * dirs], dtype=np.int64))
             ends = g.const(f"{prefix}.l{k}.state_end", np.array([(k + 1) * dirs], dtype=np.int64))
-            axes = g.const(f"{prefix}.state_axes", np.array([0], dtype=np.int64)) if k == 0 else f"{prefix}.state_axes"
-            states = [g.op("Slice", [s, starts, ends, axes]) for s in states]
+            states = [g.op("Slice", [s, starts, ends, axis0]) for s in states]
         attrs = dict(hidden_size=H, direction="bidirectional" if dirs == 2 else "forward")
         if kind == "gru":
             attrs["linear_before_reset"] = 1
