@@ -427,7 +427,7 @@ class DivideOnPlateau(_Schedule):
     def __init__(self, optimizer, factor=4.0, patience=0, min_lr=0.0):
         self.optimizer = optimizer
         self.factor = _number("DivideOnPlateau", "factor", factor, low=1.0, low_open=True)
-        self.patience = int(_number("DivideOnPlateau", "patience", patience, low=0.0))
+        self.patience = _count("DivideOnPlateau", "patience", patience, low=0)
         self.min_lr = _number("DivideOnPlateau", "min_lr", min_lr, low=0.0)
         self.best = 0.0  # meaningless until has_best: kept finite so a checkpoint never holds inf
         self.has_best = False
@@ -461,9 +461,9 @@ class StepDecay(_Schedule):
     def __init__(self, optimizer, step_size, gamma=0.5, start=None):
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
-        self.step_size = int(_number("StepDecay", "step_size", step_size, low=1.0))
+        self.step_size = _count("StepDecay", "step_size", step_size, low=1)
         self.gamma = _number("StepDecay", "gamma", gamma, low=0.0)
-        self.start = self.step_size if start is None else int(_number("StepDecay", "start", start, low=0.0))
+        self.start = self.step_size if start is None else _count("StepDecay", "start", start, low=0)
         self.count = 0
 
     def step(self):
@@ -485,7 +485,7 @@ class Cosine(_Schedule):
     def __init__(self, optimizer, total, min_lr=0.0):
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
-        self.total = int(_number("Cosine", "total", total, low=1.0))
+        self.total = _count("Cosine", "total", total, low=1)
         self.min_lr = _number("Cosine", "min_lr", min_lr, low=0.0)
         self.count = 0
 
@@ -529,6 +529,13 @@ def _number(name, what, value, low=None, high=None, low_open=False):
         hi = "inf)" if high is None else f"{high})"
         raise ValueError(f"{name}: {what} must be a finite number in {lo}, {hi}, got {value!r}")
     return x
+
+
+def _count(name, what, value, low):
+    """An integer >= low (bools refused), as a Python int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: {what} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
 def _plain(value):

@@ -713,6 +713,22 @@ def test_schedule_state_round_trip(make, drive):
     assert lrs(opt2, sched2, range(4, 8)) == straight[4:]
 
 
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda o: DivideOnPlateau(o, factor=1.0), r"factor must be a finite number in \(1.0, inf\)"),
+        (lambda o: DivideOnPlateau(o, patience=1.5), "patience must be an integer >= 0, got 1.5"),
+        (lambda o: StepDecay(o, step_size=0), "step_size must be an integer >= 1, got 0"),
+        (lambda o: StepDecay(o, step_size=2, start=-1), "start must be an integer >= 0"),
+        (lambda o: Cosine(o, total=True), "total must be an integer >= 1, got True"),
+        (lambda o: Cosine(o, total=5, min_lr=-1), "min_lr"),
+    ],
+)
+def test_bad_schedule_settings(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(SGD())
+
+
 def test_schedule_load_wrong_state():
     with pytest.raises(ValueError, match=r"Cosine: state does not match.*missing \['min_lr', 'total'\]"):
         Cosine(SGD(), total=3).load_state_dict(StepDecay(SGD(), 2).state_dict() | {"count": 1})
