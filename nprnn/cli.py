@@ -159,6 +159,18 @@ def cmd_import_book(args):
     return 0
 
 
+# ---------------------------------------------------------------- export
+
+
+def cmd_export(args):
+    from nprnn.interop.onnx_export import export_checkpoint_onnx
+
+    out, difference = export_checkpoint_onnx(args.checkpoint, args.output, opset=args.opset, verify=not args.no_verify)
+    checked = "" if difference is None else f" (checked with onnxruntime: max difference {difference:.1e})"
+    print(f"wrote {out}{checked}")
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -283,6 +295,22 @@ def build_parser():
     b.add_argument("--data", required=True, metavar="DIR", help="the corpus it was trained on (its vocabulary)")
     b.add_argument("-o", "--output", required=True, metavar="CHECKPOINT", help="the .npz to write")
     b.set_defaults(func=cmd_import_book)
+
+    x = sub.add_parser(
+        "export",
+        help="write a checkpoint's language model as ONNX (needs the interop extra)",
+        description="Export the language model of a checkpoint to ONNX with the RNN/LSTM/GRU operators. "
+        "Inputs: ids (N, T) int64 and h0 (and c0 for an LSTM) shaped (layers, N, hidden), zeros to start; "
+        "outputs: logits (N, T, V) and h_n (and c_n), to feed back as h0 (and c0) to continue the text. "
+        "The vocabulary is stored in the model's metadata (nprnn.vocab).",
+    )
+    x.add_argument("checkpoint", help="a .npz written by nprnn train or nprnn import-book")
+    x.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the .onnx file to write")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14 or later (default 17)")
+    x.add_argument(
+        "--no-verify", action="store_true", help="do not run the export with onnxruntime against nprnn before writing"
+    )
+    x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="train a TimeRNN on a generated echo task and show the loss going down")
     d.add_argument("--delay", type=int, default=2, help="how many steps back the network must echo (default 2)")

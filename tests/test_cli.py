@@ -108,3 +108,18 @@ def test_demo_loss_goes_down(capsys):
     out = capsys.readouterr().out
     start, end = (float(x) for x in out.splitlines()[-1].split("from ")[1].split(" to "))
     assert end < 0.1 * start
+
+
+def test_export_onnx(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--data", str(text_file), "--out", str(out), *TINY, "--epochs", "1", "--sample-length", "0"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["export", str(out / "best.npz"), "-o", str(tmp_path / "lm.onnx")]) == 0
+    assert capsys.readouterr().out.startswith("wrote ")
+    assert (tmp_path / "lm.onnx").stat().st_size > 0
+    assert main(["export", str(out / "best.npz"), "-o", str(tmp_path / "bad.onnx"), "--opset", "3"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "bad.onnx").exists()
