@@ -135,15 +135,11 @@ def main():
         steps = args.steps or (10 if args.quick else (40 if name == "zaremba-small" else 15))
         base = None
         for ranks, threads in [(1, 1), (1, 2), (2, 1)]:
-            best = min(
-                (run(name, ranks, threads, steps, args.warmup) for _ in range(repeats)), key=lambda r: r["step_ms"]
-            )
+            runs = [run(name, ranks, threads, steps, args.warmup) for _ in range(repeats)]
+            best = min(runs, key=lambda r: r["step_ms"])
             base = base or best["words_per_sec"]
-            comm = (
-                "-"
-                if ranks == 1
-                else f"{best['wait_ms'] + best['transfer_ms']:.1f}: {best['wait_ms']:.1f} + {best['transfer_ms']:.1f}"
-            )
+            wait, transfer = best["wait_ms"], best["transfer_ms"]
+            comm = "-" if ranks == 1 else f"{wait + transfer:.1f}: {wait:.1f} + {transfer:.1f}"
             print(
                 f"| {name} | {best['params']:,} | {ranks} x {threads} | {best['step_ms']:.0f} | "
                 f"{best['words_per_sec']:,.0f} | {best['words_per_sec'] / base:.2f} | {comm} |",
