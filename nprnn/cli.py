@@ -318,6 +318,10 @@ def build_parser():
     d.add_argument("--hidden", type=int, default=32, help="hidden size H of the TimeRNN (default 32)")
     d.add_argument("--seed", type=int, default=0, help="seed for data, initial weights and shuffling (default 0)")
     d.set_defaults(func=cmd_demo)
+
+    from nprnn.train_seq2seq import add_seq2seq_commands
+
+    add_seq2seq_commands(sub)
     return parser
 
 
