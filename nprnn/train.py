@@ -36,7 +36,7 @@ PRESETS = {
     # the textbook's ch06 train_rnnlm.py: Rnnlm (LSTM 100/100), SGD lr 20, clip 0.25, 4 epochs
     "rnnlm": dict(
         level="word", cell="lstm", embed=100, hidden=100, layers=1, dropout=0.0, tie_weights=False,
-        optimizer="sgd", lr=20.0, max_grad=0.25, schedule="none", epochs=4, batch_size=20, bptt=35,
+        optimizer="sgd", lr=20.0, max_grad=0.25, schedule="none", epochs=4, batch_size=20, bptt=35, continuous=True,
     ),
     # the textbook's ch06 train_better_rnnlm.py: 2 x LSTM 650, dropout 0.5, tied, lr / 4 on plateau
     "better-rnnlm": dict(
@@ -94,6 +94,9 @@ class TrainConfig:
     eval_bptt: int = 35
     seed: int = 0
     save_every: int = 0  # also checkpoint every this many steps inside an epoch (0: at epoch ends only)
+    # continuous: the streams and the recurrent state run on across epochs, as the textbook's
+    # fit(max_epoch=E) does for Rnnlm; otherwise every epoch starts at the row offsets from a zero state
+    continuous: bool = False
     max_batches: int = 0  # cap on batches per epoch (0: the whole training split); for quick runs
 
     def validate(self):
@@ -239,7 +242,9 @@ class Trainer:
             if not self.parallel.is_root:
                 self.log, self.progress_bar = (lambda *args, **kwargs: None), False
         rows = self.parallel.rows if self.parallel else None
-        self.batches = BPTTBatches(corpus.train, config.batch_size, config.bptt, rows=rows, continuous=False)
+        self.batches = BPTTBatches(
+            corpus.train, config.batch_size, config.bptt, rows=rows, continuous=config.continuous
+        )
         self.iters_per_epoch = len(self.batches)
         if config.max_batches:
             self.iters_per_epoch = min(self.iters_per_epoch, config.max_batches)
@@ -349,7 +354,8 @@ class Trainer:
         p, c, model = self.progress, self.config, self.model
         model.train = True
         if p.iteration == 0:
-            model.reset_state()
+            if not self.config.continuous or p.epoch == 0:
+                model.reset_state()
             p.epoch_loss, p.epoch_seconds = 0.0, 0.0
         words_per_batch = c.batch_size * c.bptt
         bar = self._bar(p.epoch, p.iteration)
@@ -382,7 +388,9 @@ class Trainer:
     def _end_epoch(self):
         p, c = self.progress, self.config
         train_ppl = math.exp(p.epoch_loss / max(p.iteration, 1))
+        carried = self.model.get_state()  # evaluation starts from zero; training may continue from here
         valid_ppl = evaluate(self.model, self.corpus.valid, c.eval_batch_size, c.eval_bptt, self.parallel)
+        self.model.set_state(carried)
         words = p.iteration * c.batch_size * c.bptt
         record = EpochRecord(
             p.epoch + 1, train_ppl, valid_ppl, self.optimizer.lr, p.epoch_seconds, words / max(p.epoch_seconds, 1e-9)
