@@ -6,7 +6,7 @@ import numpy as np
 
 from nprnn.data.corpus import load_corpus
 from nprnn.models.lm import LanguageModel, LMConfig
-from nprnn.train import Trainer, TrainConfig, split_preset
+from nprnn.train import TrainConfig, Trainer, split_preset
 from tests.test_train import TEXT
 
 
