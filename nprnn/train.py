@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nprnn import optim
-from nprnn.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nprnn.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nprnn.data.batching import BPTTBatches, EvalBatches
 from nprnn.data.vocab import Vocab
 from nprnn.models.lm import LanguageModel, LMConfig
@@ -171,12 +171,16 @@ def load_lm(path, dtype=None):
     arrays, meta = load_checkpoint(path)
     if meta.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path}: not an nprnn language-model checkpoint (kind {meta.get('kind')!r})")
-    vocab = Vocab.from_array(arrays["vocab"], meta["level"])
-    config = LMConfig(**meta["model"])
-    if config.vocab_size != len(vocab):
-        raise ValueError(f"{path}: model vocabulary size {config.vocab_size} != stored vocabulary {len(vocab)}")
-    params = [arrays[f"param/{i:03d}"] for i in range(sum(k.startswith("param/") for k in arrays))]
-    model = LanguageModel(config, dtype=dtype or (params[0].dtype if params else np.float32))
+    try:  # a damaged or foreign file must fail here with its name, not deep inside the model
+        vocab = Vocab.from_array(arrays["vocab"], meta["level"])
+        config = LMConfig(**meta["model"])
+        if config.vocab_size != len(vocab):
+            raise ValueError(f"model vocabulary size {config.vocab_size} != stored vocabulary {len(vocab)}")
+        params = [arrays[f"param/{i:03d}"] for i in range(sum(k.startswith("param/") for k in arrays))]
+        model = LanguageModel(config, dtype=dtype or (params[0].dtype if params else np.float32))
+    except (KeyError, TypeError, ValueError) as e:
+        problem = f"missing {e}" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{path}: not a usable language-model checkpoint ({problem})") from None
     set_params(model, params, path)
     return model, vocab, arrays, meta
 
@@ -298,6 +302,15 @@ class Trainer:
         """Load the training state of a checkpoint (the model's parameters are already loaded)."""
         if meta.get("train") is None or meta.get("progress") is None:
             raise ValueError(f"{where}: holds a model but no training state; cannot resume from it")
+        try:
+            self._restore(arrays, meta, where)
+        except (KeyError, TypeError, ValueError) as e:
+            if str(e).startswith(str(where)):
+                raise
+            problem = f"missing {e}" if isinstance(e, KeyError) else str(e)
+            raise CheckpointError(f"{where}: cannot resume from its training state ({problem})") from None
+
+    def _restore(self, arrays, meta, where):
         opt_state = dict(meta["optimizer"])
         opt_state.update({k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")})
         self.optimizer.load_state_dict(opt_state)
