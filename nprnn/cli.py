@@ -46,11 +46,23 @@ def cmd_train(args):
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
         model, vocab, arrays, meta = load_lm(checkpoint)
         data = args.data if args.data is not None else meta.get("data")
-        corpus = load_corpus(data, vocab=vocab)
+        # Rebuilt as the run built it (capping at the checkpoint's size keeps the same most frequent
+        # tokens), the data's vocabulary must be the checkpoint's: otherwise its ids would mean other words.
+        corpus = load_corpus(data, level=vocab.level, max_vocab=len(vocab))
+        if corpus.vocab != vocab:
+            new = [t for t in corpus.vocab.tokens if t not in vocab]
+            detail = f"it has tokens the run never saw, e.g. {new[0]!r}" if new else "its ids are numbered differently"
+            raise ValueError(
+                f"{corpus.source}: not the vocabulary {checkpoint} was trained with ({detail}); "
+                "--resume continues on the same data (use --force to start a new run on other data)"
+            )
         train_settings = dict(meta.get("train") or {})
         if args.epochs is not None:
             train_settings["epochs"] = args.epochs
-        config = TrainConfig(**train_settings)
+        try:
+            config = TrainConfig(**train_settings)
+        except TypeError as e:
+            raise ValueError(f"{checkpoint}: its training settings do not fit this nprnn ({e})") from None
         trainer = Trainer(
             model, corpus, config, out_dir, progress_bar=not args.no_progress, log_format=args.log_format, comm=comm
         )
