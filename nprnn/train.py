@@ -143,14 +143,20 @@ def evaluate(model, ids, batch_size=10, bptt=35, parallel=None):
     model.reset_state()
     total = 0.0
     try:
-        for xs, ts in batches:
-            total += float(model.forward(xs, ts))
+        with np.errstate(all="ignore"):  # a diverged model's overflows show as an infinite perplexity
+            for xs, ts in batches:
+                total += float(model.forward(xs, ts))
     finally:
         model.reset_state()
         model.train = was_training
     if parallel is not None:
         total = parallel.sum(total * parallel.share(batch_size))
-    return math.exp(total / len(batches))
+    return perplexity(total / len(batches))
+
+
+def perplexity(mean_loss):
+    """``exp(mean_loss)``, or inf where that overflows (a diverged model has a huge but finite loss)."""
+    return math.inf if mean_loss > 709.0 else math.exp(mean_loss)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -332,8 +338,10 @@ class Trainer:
         self._stop_requested = True
 
     def train_step(self, xs, ts):
-        loss = float(self.model.forward(xs, ts))
-        self.model.backward()
+        # NumPy's overflow warnings would only say, over many lines, what the checks below report in one
+        with np.errstate(all="ignore"):
+            loss = float(self.model.forward(xs, ts))
+            self.model.backward()
         if self.parallel is not None:  # one Allreduce: full-batch gradients and loss, any rank's Ctrl-C
             loss, self._stop_requested = self.parallel.allreduce_step(self.model.grads, loss, self._stop_requested)
         norm = (
@@ -348,7 +356,13 @@ class Trainer:
                 f"step {self.progress.step + 1}; stopped before updating (the last checkpoint is untouched). "
                 "Try a lower --lr or a smaller --max-grad"
             )
-        self.optimizer.update(self.model.params, self.model.grads)
+        with np.errstate(all="ignore"):
+            self.optimizer.update(self.model.params, self.model.grads)
+        if not all(np.isfinite(p).all() for p in self.model.params):  # an lr so high the update overflowed
+            raise NumericError(
+                f"the update of epoch {self.progress.epoch + 1}, step {self.progress.step + 1} made parameters "
+                "NaN or infinite; stopped (the last checkpoint is untouched). Try a lower --lr or a smaller --max-grad"
+            )
         return loss
 
     def run(self):
@@ -400,7 +414,7 @@ class Trainer:
 
     def _end_epoch(self):
         p, c = self.progress, self.config
-        train_ppl = math.exp(p.epoch_loss / max(p.iteration, 1))
+        train_ppl = perplexity(p.epoch_loss / max(p.iteration, 1))
         carried = self.model.get_state()  # evaluation starts from zero; training may continue from here
         valid_ppl = evaluate(self.model, self.corpus.valid, c.eval_batch_size, c.eval_bptt, self.parallel)
         self.model.set_state(carried)
