@@ -20,6 +20,7 @@ import numpy as np
 from nprnn import optim
 from nprnn.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nprnn.data.batching import BPTTBatches, EvalBatches
+from nprnn.data.corpus import DataError
 from nprnn.data.vocab import Vocab
 from nprnn.models.lm import LanguageModel, LMConfig
 
@@ -154,6 +155,16 @@ def evaluate(model, ids, batch_size=10, bptt=35, parallel=None):
     return perplexity(total / len(batches))
 
 
+def check_batchable(ids, batch_size, bptt, where, options):
+    """DataError naming ``where`` unless ``ids`` fill at least one ``batch_size x bptt`` batch."""
+    need = batch_size * bptt + 1
+    if len(ids) < need:
+        raise DataError(
+            f"{where}: {len(ids):,} tokens, too few for one batch of {batch_size} x {bptt} (need {need:,}); "
+            f"use smaller {options} or more data"
+        )
+
+
 def perplexity(mean_loss):
     """``exp(mean_loss)``, or inf where that overflows (a diverged model has a huge but finite loss)."""
     return math.inf if mean_loss > 709.0 else math.exp(mean_loss)
@@ -251,6 +262,12 @@ class Trainer:
             self.parallel = DataParallel(comm, model, config.batch_size)
             if not self.parallel.is_root:
                 self.log, self.progress_bar = (lambda *args, **kwargs: None), False
+        where, c = corpus.source or corpus.name, config
+        check_batchable(corpus.train, c.batch_size, c.bptt, f"{where} (train split)", "--batch-size/--bptt")
+        # validation ends every epoch: fail now, not after an epoch of training
+        check_batchable(
+            corpus.valid, c.eval_batch_size, c.eval_bptt, f"{where} (valid split)", "--eval-batch-size/--eval-bptt"
+        )
         rows = self.parallel.rows if self.parallel else None
         self.batches = BPTTBatches(
             corpus.train, config.batch_size, config.bptt, rows=rows, continuous=config.continuous
