@@ -141,14 +141,36 @@ def _print_sample(model, vocab, prompt, length, temperature, top_k, seed):
 
 
 def cmd_eval(args):
-    from nprnn.data.corpus import load_corpus
-    from nprnn.train import evaluate, load_lm
+    from nprnn.data.corpus import DataError, load_corpus, open_ids
+    from nprnn.train import check_batchable, evaluate, load_lm
 
     model, vocab, _, meta = load_lm(args.checkpoint)
-    data = args.data if args.data is not None else meta.get("data")
-    corpus = load_corpus(data, vocab=vocab)
-    ppl = evaluate(model, corpus.split(args.split), args.batch_size, args.bptt)
-    print(f"{args.split} perplexity: {ppl:.2f}  ({corpus.name}, {len(corpus.split(args.split)):,} tokens)")
+    if args.ids is not None:
+        if args.data is not None or args.split is not None:
+            raise ValueError("--ids is the data to evaluate; it cannot be combined with --data or --split")
+        ids = open_ids(args.ids)  # memory-mapped: batches read only their tokens, the file is never loaded whole
+        where, label, name = args.ids, "ids", Path(args.ids).name
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(vocab)):
+            raise DataError(
+                f"{where}: ids must be in [0, {len(vocab)}) for the checkpoint's vocabulary, "
+                f"got min {ids.min()} and max {ids.max()}"
+            )
+    else:
+        label = args.split or "test"
+        data = args.data if args.data is not None else meta.get("data")
+        corpus = load_corpus(data, vocab=vocab)  # the checkpoint's vocabulary: its ids are what the model learned
+        ids, where, name = corpus.split(label), f"{corpus.source} ({label} split)", corpus.name
+    check_batchable(ids, args.batch_size, args.bptt, where, "--batch-size/--bptt")
+    chunk = 1 << 22  # counted a chunk at a time, so a memory-mapped file is not copied
+    unk = sum(int((ids[i : i + chunk] == vocab.unk_id).sum()) for i in range(0, len(ids), chunk)) / len(ids)
+    if unk > 0.5:
+        print(
+            f"nprnn: warning: {unk:.0%} of the tokens of {where} are <unk> for this checkpoint's vocabulary "
+            "(other data?); the perplexity mostly measures how well it predicts <unk>",
+            file=sys.stderr,
+        )
+    ppl = evaluate(model, ids, args.batch_size, args.bptt)
+    print(f"{label} perplexity: {ppl:.2f}  ({name}, {len(ids):,} tokens, {unk:.1%} <unk>)")
     return 0
 
 
@@ -276,11 +298,18 @@ def build_parser():
     e = sub.add_parser(
         "eval",
         help="perplexity of a checkpoint on a split",
-        description="Perplexity as the textbook's eval_perplexity computes it.",
+        description="Perplexity as the textbook's eval_perplexity computes it. The data is encoded with the "
+        "checkpoint's vocabulary (unknown tokens become <unk>; their share is shown, with a warning above 50%%).",
     )
     e.add_argument("checkpoint", help="a .npz written by nprnn train or nprnn import-book")
     e.add_argument("--data", metavar="DIR|FILE", help="corpus (default: the one the checkpoint was trained on)")
-    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="which split (default test)")
+    e.add_argument("--split", choices=["train", "valid", "test"], help="which split (default test)")
+    e.add_argument(
+        "--ids",
+        metavar="FILE.npy",
+        help="evaluate this token-id file instead (nprnn.data.encode_file / save_ids, ids of the checkpoint's "
+        "vocabulary); it is memory-mapped, so it may be larger than memory",
+    )
     e.add_argument("--batch-size", type=int, default=10, help="parallel streams (default 10, as the textbook)")
     e.add_argument("--bptt", type=int, default=35, help="time steps per batch (default 35, as the textbook)")
     e.set_defaults(func=cmd_eval)
