@@ -64,7 +64,7 @@ def worker(model_name, steps, warmup):
     world = mpi_world()
     comm = SplitTimingComm(world) if world is not None else None
     ids = np.random.default_rng(0).integers(0, VOCAB, size=BATCH * BPTT * (steps + warmup) + 1)
-    corpus = SimpleNamespace(train=ids, valid=ids, vocab=None, name="random")
+    corpus = SimpleNamespace(train=ids, valid=ids, vocab=None, name="random", source=None)
     config = TrainConfig(batch_size=BATCH, bptt=BPTT, optimizer="sgd", lr=1.0, max_grad=5.0)
     model = LanguageModel(LMConfig(vocab_size=VOCAB, **MODELS[model_name]), seed=0, dtype=np.float32)
     trainer = Trainer(model, corpus, config, "/nonexistent", log=lambda *a: None, progress_bar=False, comm=comm)
