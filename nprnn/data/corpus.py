@@ -254,6 +254,9 @@ def open_ids(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # else np.load guesses: text would be called "pickled data"
+            raise DataError(f"{path}: not a NumPy .npy id array (no .npy header)")
     try:
         ids = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
