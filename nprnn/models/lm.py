@@ -12,6 +12,7 @@ The recurrent stack is stateful: consecutive ``forward`` calls continue the text
 ``reset_state()`` starts over.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -139,19 +140,29 @@ class LanguageModel:
 
 def sample_next(logits, rng, temperature=1.0, top_k=None):
     """Draw one id per row from ``logits: (N, V)`` at ``temperature``, keeping only the ``top_k``
-    most likely ids if given. ``temperature == 0`` takes the most likely id (greedy)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k}")
+    most likely ids if given. ``temperature == 0`` takes the most likely id (greedy).
+
+    A logit may be -inf (an id never to draw), not NaN or +inf. Nothing can overflow: each row's
+    max is subtracted before dividing by the temperature, so the scaled logits are <= 0 (a tiny
+    temperature sends all but the max to -inf, probability 0) and the max contributes exp(0) = 1."""
+    if not 0 <= temperature < math.inf:  # also refuses NaN
+        raise ValueError(f"temperature must be >= 0 and finite, got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must have shape (N, V) with V >= 1, got {logits.shape}")
+    top = logits.max(axis=1, keepdims=True)
+    if np.isnan(logits).any() or not np.isfinite(top).all():
+        raise ValueError("logits must be finite or -inf, with a finite maximum in every row; got NaN, +inf or all -inf")
     if temperature == 0:
         return logits.argmax(axis=1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[1]:
-        kth = np.partition(logits, -top_k, axis=1)[:, -top_k][:, None]
-        logits = np.where(logits < kth, -np.inf, logits)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    with np.errstate(over="ignore"):  # -inf is the right result there
+        scaled = (logits - top) / temperature
+    if top_k is not None and top_k < scaled.shape[1]:
+        kth = np.partition(scaled, -top_k, axis=1)[:, -top_k][:, None]
+        scaled = np.where(scaled < kth, -np.inf, scaled)
+    probs = np.exp(scaled)
     probs /= probs.sum(axis=1, keepdims=True)
     return np.array([rng.choice(len(p), p=p) for p in probs])
 
