@@ -131,19 +131,25 @@ def translate(model, vocab, questions, beam=1):
     return [vocab.decode(row).rstrip() for row in ids]
 
 
-def save_attention_plot(model, vocab, question, path):
-    """The attention heatmap of ``model``'s greedy answer to ``question``, as a PNG at ``path``."""
+def attention_weights(model, vocab, question):
+    """Where an attention model looked while answering ``question`` (greedy):
+    ``(weights (answer length, question width), question characters, answer characters)``, the
+    question in reading order (the columns are flipped back for a model trained on reversed
+    questions) and padded as in the data file."""
     if not isinstance(model, AttentionSeq2seq):
-        raise ValueError(
-            f"--attention-plot needs an attention model; this checkpoint holds a {model_kind(model)} model"
-        )
+        raise ValueError(f"--attention-plot needs an attention model; this one is a {model_kind(model)} model")
     x = vocab.encode_question(question)[None]
     answer = predict(model, x, vocab.start_id, vocab.answer_width - 1)
-    weights = model.attention_map(x, vocab.start_id, answer)[0]  # (answer length, question width)
-    if vocab.reverse:  # show the question in reading order
+    weights = model.attention_map(x, vocab.start_id, answer)[0]
+    if vocab.reverse:
         weights = weights[:, ::-1]
-    shown = question.ljust(vocab.question_width)
-    return plot_attention(weights, list(shown), list(vocab.decode(answer[0])), path, title=f"{question} -> ...")
+    return weights, list(question.ljust(vocab.question_width)), list(vocab.decode(answer[0]))
+
+
+def save_attention_plot(model, vocab, question, path):
+    """The attention heatmap of ``model``'s greedy answer to ``question``, as a PNG at ``path``."""
+    weights, question_chars, answer_chars = attention_weights(model, vocab, question)
+    return plot_attention(weights, question_chars, answer_chars, path, title=f"{question} -> {''.join(answer_chars)}")
 
 
 # ---------------------------------------------------------------- checkpoints
