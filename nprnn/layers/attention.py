@@ -19,11 +19,14 @@ import numpy as np
 from nprnn._checks import FLOAT_DTYPES, check_input
 
 
-def _check_states(name, hs, what="hs"):
+def _check_states(name, hs, what="hs", softmax_over=False):
     if not isinstance(hs, np.ndarray) or hs.dtype not in FLOAT_DTYPES:
         got = hs.dtype if isinstance(hs, np.ndarray) else type(hs).__name__
         raise ValueError(f"{name}: {what} must be a float32 or float64 NumPy array, got {got}")
-    return check_input(name, hs, (None, None, None), hs.dtype, what)
+    check_input(name, hs, (None, None, None), hs.dtype, what)
+    if softmax_over and hs.shape[1] == 0:  # a softmax over no encoder step is undefined
+        raise ValueError(f"{name}: {what} must have at least one encoder step, got shape {hs.shape}")
+    return hs
 
 
 def softmax(s):
@@ -49,7 +52,7 @@ class AttentionWeight:
         self._cache = None
 
     def forward(self, hs, h):
-        _check_states("AttentionWeight", hs)
+        _check_states("AttentionWeight", hs, softmax_over=True)
         N, Te, H = hs.shape
         check_input("AttentionWeight", h, (N, H), hs.dtype, "h")
         a = softmax(np.matmul(hs, h[:, :, None])[:, :, 0])
@@ -137,7 +140,7 @@ class TimeAttention:
         self._cache = None
 
     def forward(self, hs_enc, hs_dec):
-        _check_states("TimeAttention", hs_enc, "hs_enc")
+        _check_states("TimeAttention", hs_enc, "hs_enc", softmax_over=True)
         N, Te, H = hs_enc.shape
         check_input("TimeAttention", hs_dec, (N, None, H), hs_enc.dtype, "hs_dec")
         enc_T = hs_enc.transpose(0, 2, 1)  # (N, H, Te)
