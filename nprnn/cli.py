@@ -45,6 +45,8 @@ def cmd_train(args):
         if not checkpoint.exists():
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
         model, vocab, arrays, meta = load_lm(checkpoint)
+        if meta.get("train") is None or meta.get("progress") is None:  # before reading any data
+            raise ValueError(f"{checkpoint}: holds a model but no training state; cannot resume from it")
         data = args.data if args.data is not None else meta.get("data")
         # Rebuilt as the run built it (capping at the checkpoint's size keeps the same most frequent
         # tokens), the data's vocabulary must be the checkpoint's: otherwise its ids would mean other words.
