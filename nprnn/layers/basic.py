@@ -199,7 +199,7 @@ class TimeDropout:
         if not isinstance(xs, np.ndarray) or xs.dtype not in FLOAT_DTYPES:
             got = xs.dtype if isinstance(xs, np.ndarray) else type(xs).__name__
             raise ValueError(f"TimeDropout: xs must be a float32/float64 array, got {got}")
-        self._shape = xs.shape
+        self._shape, self._dtype = xs.shape, xs.dtype
         if not self.train or self.ratio == 0.0:
             self.mask = None
             return xs
@@ -213,4 +213,6 @@ class TimeDropout:
         if not isinstance(dout, np.ndarray) or dout.shape != self._shape:
             got = dout.shape if isinstance(dout, np.ndarray) else type(dout).__name__
             raise ValueError(f"TimeDropout: dout must have the forward input's shape {self._shape}, got {got}")
+        if dout.dtype != self._dtype:  # else a float64 gradient would silently flow into float32 layers
+            raise ValueError(f"TimeDropout: dout must have the forward input's dtype {self._dtype}, got {dout.dtype}")
         return dout if self.mask is None else dout * self.mask
