@@ -163,7 +163,7 @@ def cmd_eval(args):
         corpus = load_corpus(data, vocab=vocab)  # the checkpoint's vocabulary: its ids are what the model learned
         ids, where, name = corpus.split(label), f"{corpus.source} ({label} split)", corpus.name
     check_batchable(ids, args.batch_size, args.bptt, where, "--batch-size/--bptt")
-    chunk = 1 << 22  # counted a chunk at a time, so a memory-mapped file is not copied
+    chunk = 1 << 20  # counted a chunk at a time, so a memory-mapped file is never copied whole
     unk = sum(int((ids[i : i + chunk] == vocab.unk_id).sum()) for i in range(0, len(ids), chunk)) / len(ids)
     if unk > 0.5:
         print(
