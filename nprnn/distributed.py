@@ -126,11 +126,12 @@ class DataParallel:
         self._in_place = MPI.IN_PLACE
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.model = model
-        self.rows = shard_rows(batch_size, self.rank, self.size)
+        self.rows = self.shard(batch_size)
         self.weight = self.share(batch_size)
         # grads, then the weighted loss and the stop flag; allocated once, reused every step
         self.buffer = np.empty(sum(g.size for g in model.grads) + 2, dtype=model.grads[0].dtype)
         self.allreduce_seconds, self.allreduce_calls = 0.0, 0
+        self.signalled = False  # set by the Trainer's SIGINT handler, at any moment; never cleared
         self.check_in_sync("at start")
         if self.rank:
             for rng in model.dropout_rngs():
@@ -142,6 +143,11 @@ class DataParallel:
 
     def shard(self, batch_size):
         """This rank's rows of a batch of ``batch_size`` rows (a slice)."""
+        if batch_size < self.size:
+            raise ValueError(
+                f"{self.size} MPI ranks need batches of at least {self.size} rows (one per rank), got a batch "
+                f"of {batch_size}; use a larger --batch-size/--eval-batch-size or fewer ranks"
+            )
         return shard_rows(batch_size, self.rank, self.size)
 
     def share(self, batch_size):
@@ -149,14 +155,16 @@ class DataParallel:
         rows = self.shard(batch_size)
         return (rows.stop - rows.start) / batch_size
 
-    def allreduce_step(self, grads, loss, stop=False):
+    def allreduce_step(self, grads, loss):
         """Replace this rank's ``grads`` (in place) by the full-batch gradients; returns the
-        full-batch ``loss`` and whether any rank asked to stop. One Allreduce."""
+        full-batch ``loss`` and whether any rank had been ``signalled`` (Ctrl-C) when it packed its
+        buffer. One Allreduce. A signal that lands later, even during the Allreduce, stays in
+        ``signalled`` for the next step: acting on it now would stop this rank alone."""
         buf, w, offset = self.buffer, self.weight, 0
         for g in grads:
             np.multiply(g, w, out=buf[offset : offset + g.size].reshape(g.shape))
             offset += g.size
-        buf[offset], buf[offset + 1] = w * loss, float(stop)
+        buf[offset], buf[offset + 1] = w * loss, float(self.signalled)
         start = time.perf_counter()
         self.comm.Allreduce(self._in_place, buf)
         self.allreduce_seconds += time.perf_counter() - start
