@@ -260,6 +260,7 @@ class Trainer:
             from nprnn.distributed import DataParallel
 
             self.parallel = DataParallel(comm, model, config.batch_size)
+            self.parallel.shard(config.eval_batch_size)  # enough validation rows for every rank? fail now
             if not self.parallel.is_root:
                 self.log, self.progress_bar = (lambda *args, **kwargs: None), False
         where, c = corpus.source or corpus.name, config
@@ -352,7 +353,10 @@ class Trainer:
     # -- the loop
 
     def _request_stop(self, signum, frame):
-        self._stop_requested = True
+        if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
+            self.parallel.signalled = True
+        else:
+            self._stop_requested = True
 
     def train_step(self, xs, ts):
         # NumPy's overflow warnings would only say, over many lines, what the checks below report in one
@@ -360,7 +364,7 @@ class Trainer:
             loss = float(self.model.forward(xs, ts))
             self.model.backward()
         if self.parallel is not None:  # one Allreduce: full-batch gradients and loss, any rank's Ctrl-C
-            loss, self._stop_requested = self.parallel.allreduce_step(self.model.grads, loss, self._stop_requested)
+            loss, self._stop_requested = self.parallel.allreduce_step(self.model.grads, loss)
         norm = (
             optim.clip_grads(self.model.grads, self.config.max_grad)
             if self.config.max_grad
