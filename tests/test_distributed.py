@@ -3,7 +3,8 @@
 The MPI runs go through ``tests``' own driver (``DRIVER`` below, written to a temporary file): it runs
 ``nprnn.cli.main`` under mpiexec, counts the Allreduce calls of every training step through a wrapped
 communicator, and can kill the run (``CRASH_AT``) or send Ctrl-C to rank 1 alone (``INTERRUPT_AT``)
-at a given step. Without an MPI launcher these tests skip on a developer's machine and fail in CI.
+at a given step, in the middle of its Allreduce (after the buffer is packed: the hardest moment).
+Without an MPI launcher these tests skip on a developer's machine and fail in CI.
 """
 
 import json
@@ -41,8 +42,11 @@ from nprnn import cli, train
 class CountingComm:
     # passes everything to COMM_WORLD, counting Allreduce calls and remembering the last buffer
     def __init__(self, comm):
-        self._comm, self.allreduces, self.buffer = comm, 0, None
+        self._comm, self.allreduces, self.buffer, self.interrupt = comm, 0, None, False
     def Allreduce(self, sendbuf, recvbuf, *args):
+        if self.interrupt:
+            self.interrupt = False
+            os.kill(os.getpid(), signal.SIGINT)
         self.allreduces += 1
         self.buffer = recvbuf
         return self._comm.Allreduce(sendbuf, recvbuf, *args)
@@ -62,8 +66,8 @@ def train_step(self, xs, ts):
     step = self.progress.step
     if step == int(os.environ.get("CRASH_AT", -1)):
         os._exit(3)  # the whole job dies, as on a node failure
-    if step == int(os.environ.get("INTERRUPT_AT", -1)) and (comm is None or comm.Get_rank() == 1):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaches one rank only
+    if step == int(os.environ.get("INTERRUPT_AT", -1)) and comm.Get_rank() == 1:
+        comm.interrupt = True  # Ctrl-C reaches one rank only, during this step's Allreduce
     before = comm.allreduces if comm is not None else 0
     loss = real_step(self, xs, ts)
     if comm is not None:
@@ -253,16 +257,16 @@ def test_mid_epoch_checkpoint_of_two_ranks_holds_the_full_carried_state(mpiexec,
 
 
 def test_resume_with_two_ranks_after_ctrl_c_on_one_rank_is_exact(mpiexec, data, tmp_path):
-    """With dropout (each rank has its own generators): Ctrl-C on rank 1 alone stops both ranks at
-    the same step with a checkpoint; resuming it with 2 ranks ends bit for bit where an
-    uninterrupted 2-rank run ends."""
+    """With dropout (each rank has its own generators): Ctrl-C on rank 1 alone, during step 33's
+    Allreduce, stops both ranks after step 34 (the first whose Allreduce carries it) with a
+    checkpoint; resuming it with 2 ranks ends bit for bit where an uninterrupted 2-rank run ends."""
     train(tmp_path, data, tmp_path / "full", ranks=2, mpiexec=mpiexec, dropout=0.3)
     stopped = train(
         tmp_path, data, tmp_path / "run", ranks=2, mpiexec=mpiexec, dropout=0.3, expect=130, INTERRUPT_AT=STOP_AT
     )
-    assert "interrupted at step 33" in stopped.stderr
+    assert stopped.stderr.count("interrupted at step 34") == 2  # both ranks
     _, meta = load(tmp_path / "run" / "checkpoint.npz")
-    assert meta["progress"]["step"] == STOP_AT + 1 and meta["progress"]["iteration"] == STOP_AT + 1 - 28
+    assert meta["progress"]["step"] == STOP_AT + 2 and meta["progress"]["iteration"] == STOP_AT + 2 - 28
     assert len(meta["rank_rngs"]) == 2 and meta["rank_rngs"][0] != meta["rank_rngs"][1]
 
     resumed = train(tmp_path, data, tmp_path / "run", "--resume", ranks=2, mpiexec=mpiexec, dropout=0.3)
@@ -275,3 +279,9 @@ def test_resume_with_two_ranks_after_ctrl_c_on_one_rank_is_exact(mpiexec, data, 
     train(tmp_path, data, tmp_path / "one", dropout=0.3)
     one, _ = load(tmp_path / "one" / "checkpoint.npz")
     assert np.abs(one["param/000"] - full["param/000"]).max() > 1e-6
+
+
+def test_too_few_rows_for_the_ranks_fails_before_training(mpiexec, data, tmp_path):
+    done = train(tmp_path, data, tmp_path / "run", "--eval-batch-size", "1", ranks=2, mpiexec=mpiexec, expect=2)
+    assert "2 MPI ranks need batches of at least 2 rows (one per rank), got a batch of 1" in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
