@@ -177,6 +177,18 @@ def test_learning_rate_so_high_the_first_update_overflows(words, tmp_path, capsy
     assert not (out / "checkpoint.npz").exists() and not (out / "best.npz").exists()
 
 
+def test_a_huge_finite_loss_is_an_infinite_perplexity_not_a_crash(rng):
+    """A diverged but finite model (loss ~1e300) has perplexity inf: exp of the mean loss would
+    raise OverflowError, which used to end `nprnn train` with a traceback at the end of the epoch."""
+    model = LanguageModel(LMConfig(vocab_size=9, embed=4, hidden=8), seed=0, dtype=np.float64)
+    model.affine.params[0][...] = rng.choice([-1e300, 1e300], model.affine.params[0].shape)
+    ids = rng.integers(0, 9, 200)
+    with strict():
+        ppl = nprnn.train.evaluate(model, ids, batch_size=2, bptt=5)
+    assert ppl == np.inf
+    assert nprnn.train.perplexity(1e30) == np.inf and nprnn.train.perplexity(2.0) == pytest.approx(np.exp(2.0))
+
+
 def test_a_nan_checkpoint_is_never_written(words, tmp_path, capsys):
     """Even a direct save of a damaged model refuses before touching the file on disk."""
     out = tmp_path / "run"
