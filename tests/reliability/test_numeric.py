@@ -136,6 +136,7 @@ def assert_no_nan_on_disk(out):
             f"the update of epoch 2, step {FAULT_STEP} made parameters NaN or infinite; stopped",
         ),
     ],
+    ids=["nan-loss", "inf-loss", "inf-grad", "nan-grad", "exploding-grad"],
 )
 def test_numeric_fault_stops_training_and_keeps_the_last_checkpoint(
     words, tmp_path, monkeypatch, capsys, fault, options, message
