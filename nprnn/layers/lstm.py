@@ -18,6 +18,7 @@ transpose: ``weight_ih_l0 = Wx[:, cols].T``, ``weight_hh_l0 = Wh[:, cols].T`` an
 
 import numpy as np
 
+from nprnn import accel
 from nprnn._checks import check_input, check_lengths, check_params
 
 
@@ -181,27 +182,35 @@ class TimeLSTM:
         rec = np.empty((N, 4 * H), dtype=self.dtype)
         ig = np.empty((N, H), dtype=self.dtype)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
+        steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
 
-        for t in range(T):
-            a = gates[t]
-            np.matmul(hs_all[t], Wh_half, out=rec)
-            a += rec
-            np.tanh(a, out=a)
-            a *= half
-            a += shift
-            f, g, i, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            c = cs_all[t + 1]
-            np.multiply(f, cs_all[t], out=c)
-            np.multiply(i, g, out=ig)
-            c += ig
-            np.tanh(c, out=tanh_cs[t])
-            np.multiply(o, tanh_cs[t], out=hs_all[t + 1])
-            if dead is not None:  # finished rows keep their last states
-                np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
-                np.copyto(c, cs_all[t], where=dead[t][:, None])
+        kernels = accel.kernels()
+        with accel.time_loop():
+            for t in range(T):
+                a = gates[t]
+                np.matmul(hs_all[t], Wh_half, out=rec)
+                if kernels is not None:  # all of the step's elementwise work in one call
+                    kernels.lstm_forward_step(
+                        a, rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps
+                    )
+                    continue
+                a += rec
+                np.tanh(a, out=a)
+                a *= half
+                a += shift
+                f, g, i, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+                c = cs_all[t + 1]
+                np.multiply(f, cs_all[t], out=c)
+                np.multiply(i, g, out=ig)
+                c += ig
+                np.tanh(c, out=tanh_cs[t])
+                np.multiply(o, tanh_cs[t], out=hs_all[t + 1])
+                if dead is not None:  # finished rows keep their last states
+                    np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
+                    np.copyto(c, cs_all[t], where=dead[t][:, None])
 
         self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
-        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, dead)
+        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead)
         hs = hs_all[1:].transpose(1, 0, 2)
         return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
 
@@ -209,10 +218,30 @@ class TimeLSTM:
         if self._cache is None:
             raise RuntimeError("TimeLSTM: backward called before forward")
         Wx, Wh, b = self.params
-        xs2, hs_all, cs_all, gates, tanh_cs, dead = self._cache
+        xs2, hs_all, cs_all, gates, tanh_cs, steps, dead = self._cache
         T, N, H = gates.shape[0], gates.shape[1], self.H
         check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
+        dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
+        dc_final = np.zeros((N, H), self.dtype) if dc_final is None else dc_final
+        check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
+        check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
+        if accel.kernels() is not None:
+            dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
+        else:
+            dA, dh, dc = self._backward_loop(dhs, dh_final, dc_final, dead)
 
+        dA2 = dA.reshape(T * N, 4 * H)
+        self.grads[0][...] = xs2.T @ dA2
+        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
+        self.grads[2][...] = dA2.sum(axis=0)
+        self.dh, self.dc = dh, dc
+        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+
+    def _backward_loop(self, dhs, dh_final, dc_final, dead):
+        """The time loop of backward in NumPy: returns ``dA: (T, N, 4H)``, the gradients of the
+        pre-activations, and the gradients w.r.t. the initial states."""
+        _, hs_all, cs_all, gates, tanh_cs, _, _ = self._cache
+        T, N, H = gates.shape[0], gates.shape[1], self.H
         # Everything that does not depend on the incoming gradient is computed for all steps at
         # once. With dc = dc_next + dh * c_from_h the gradient into c_t, the pre-activation
         # gradient of step t is da = [dc * c_prev f', dc * i g', dc * g i', dh * tanh(c) o'];
@@ -230,32 +259,39 @@ class TimeLSTM:
             c_from_h[dead] = 0
             forget = np.where(dead[:, :, None], 1, f).astype(self.dtype, copy=False)
 
-        dh = np.zeros((N, H), dtype=self.dtype)  # gradient into h_t from step t + 1
-        dc = np.zeros((N, H), dtype=self.dtype)
-        if dh_final is not None:
-            dh += check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
-        if dc_final is not None:
-            dc += check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
+        dh = dh_final.copy()  # gradient into h_t from step t + 1
+        dc = dc_final.copy()
         dh_total = np.empty((N, H), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
-        WhT = Wh.T
-        for t in range(T - 1, -1, -1):
-            np.add(dhs[:, t], dh, out=dh_total)
-            np.multiply(dh_total, c_from_h[t], out=scratch)
-            dc += scratch
-            da = dA[t]
-            da_fgi = da.reshape(N, 4, H)[:, :3]
-            np.multiply(da_fgi, dc[:, None, :], out=da_fgi)
-            np.multiply(da[:, 3 * H :], dh_total, out=da[:, 3 * H :])
-            dc *= forget[t]
-            np.matmul(da, WhT, out=dh_total)  # becomes the gradient into h_{t-1}
-            if dead is not None:  # a finished row's state was copied, so is its gradient
-                np.copyto(dh_total, dh, where=dead[t][:, None])
-            dh, dh_total = dh_total, dh
+        WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
+        with accel.time_loop():
+            for t in range(T - 1, -1, -1):
+                np.add(dhs[:, t], dh, out=dh_total)
+                np.multiply(dh_total, c_from_h[t], out=scratch)
+                dc += scratch
+                da = dA[t]
+                da_fgi = da.reshape(N, 4, H)[:, :3]
+                np.multiply(da_fgi, dc[:, None, :], out=da_fgi)
+                np.multiply(da[:, 3 * H :], dh_total, out=da[:, 3 * H :])
+                dc *= forget[t]
+                np.matmul(da, WhT, out=dh_total)  # becomes the gradient into h_{t-1}
+                if dead is not None:  # a finished row's state was copied, so is its gradient
+                    np.copyto(dh_total, dh, where=dead[t][:, None])
+                dh, dh_total = dh_total, dh
+        return dA, dh, dc
 
-        dA2 = dA.reshape(T * N, 4 * H)
-        self.grads[0][...] = xs2.T @ dA2
-        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
-        self.grads[2][...] = dA2.sum(axis=0)
-        self.dh, self.dc = dh, dc
-        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+    def _backward_loop_kernels(self, dhs, dh_final, dc_final, steps):
+        """The same loop with a fused kernel per step (``nprnn.accel``)."""
+        _, hs_all, cs_all, gates, tanh_cs, _, _ = self._cache
+        T, N, H = gates.shape[0], gates.shape[1], self.H
+        kernels = accel.kernels()
+        dhs = np.ascontiguousarray(dhs)
+        dA = np.empty((T, N, 4 * H), dtype=self.dtype)
+        dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
+        dc = dc_final.copy()
+        WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
+        with accel.time_loop():
+            for t in range(T - 1, -1, -1):
+                kernels.lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
+                np.matmul(dA[t], WhT, out=dh)
+        return dA, dh, dc

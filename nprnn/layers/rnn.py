@@ -8,6 +8,7 @@ sequences are batch-first, ``xs: (N, T, D)`` -> ``hs: (N, T, H)``.
 
 import numpy as np
 
+from nprnn import accel
 from nprnn._checks import check_input, check_lengths, check_params
 
 
@@ -125,18 +126,24 @@ class TimeRNN:
         np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
         hs_all[1:] += b
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
+        steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
 
+        kernels = accel.kernels()
         hWh = np.empty((N, H), dtype=self.dtype)
-        for t in range(T):
-            h = hs_all[t + 1]
-            np.matmul(hs_all[t], Wh, out=hWh)
-            h += hWh
-            np.tanh(h, out=h)
-            if dead is not None:  # finished rows keep their last state
-                np.copyto(h, hs_all[t], where=dead[t][:, None])
+        with accel.time_loop():
+            for t in range(T):
+                h = hs_all[t + 1]
+                np.matmul(hs_all[t], Wh, out=hWh)
+                if kernels is not None:  # the add, the tanh and the finished rows in one call
+                    kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
+                    continue
+                h += hWh
+                np.tanh(h, out=h)
+                if dead is not None:  # finished rows keep their last state
+                    np.copyto(h, hs_all[t], where=dead[t][:, None])
 
         self.h = hs_all[T].copy()
-        self._cache = (xs, hs_all, dead)
+        self._cache = (xs, hs_all, steps, dead)
         hs = hs_all[1:].transpose(1, 0, 2)
         return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
 
@@ -144,27 +151,16 @@ class TimeRNN:
         if self._cache is None:
             raise RuntimeError("TimeRNN: backward called before forward")
         Wx, Wh, b = self.params
-        xs, hs_all, dead = self._cache
+        xs, hs_all, steps, dead = self._cache
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         check_input("TimeRNN", dhs, (N, T, H), self.dtype, "dhs")
-
-        # da_t = (dhs_t + dh_t) * tanh'(a_t); padded steps get tanh' = 0 so they pass no gradient.
-        dA = 1 - hs_all[1:] ** 2
-        if dead is not None:
-            dA[dead] = 0
-        dh = np.zeros((N, H), dtype=self.dtype)
         if dh_final is not None:
-            dh += check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
-        dhs_tm = dhs.transpose(1, 0, 2).copy()  # contiguous per-step slices
+            check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
         WhT = np.ascontiguousarray(Wh.T)  # BLAS runs faster on a contiguous operand than on a transposed one
-        for t in range(T - 1, -1, -1):
-            da = dA[t]
-            carried = None if dead is None else dh * dead[t][:, None]
-            dh += dhs_tm[t]
-            da *= dh
-            np.matmul(da, WhT, out=dh)
-            if carried is not None:  # a finished row's state was copied, so is its gradient
-                dh += carried
+        if accel.kernels() is not None:
+            dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps, WhT)
+        else:
+            dA, dh = self._backward_loop(dhs, dh_final, hs_all, dead, WhT)
 
         dA2 = dA.reshape(T * N, H)
         xs2 = xs.transpose(1, 0, 2).reshape(T * N, self.D)
@@ -173,3 +169,40 @@ class TimeRNN:
         self.grads[2][...] = dA2.sum(axis=0)
         self.dh = dh
         return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+
+    def _backward_loop(self, dhs, dh_final, hs_all, dead, WhT):
+        """The time loop of backward in NumPy: returns ``dA: (T, N, H)``, the gradients of the
+        pre-activations, and the gradient w.r.t. the initial state."""
+        T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
+        # da_t = (dhs_t + dh_t) * tanh'(a_t); padded steps get tanh' = 0 so they pass no gradient.
+        dA = 1 - hs_all[1:] ** 2
+        if dead is not None:
+            dA[dead] = 0
+        dh = np.zeros((N, H), dtype=self.dtype)
+        if dh_final is not None:
+            dh += dh_final
+        dhs_tm = dhs.transpose(1, 0, 2).copy()  # contiguous per-step slices
+        with accel.time_loop():
+            for t in range(T - 1, -1, -1):
+                da = dA[t]
+                carried = None if dead is None else dh * dead[t][:, None]
+                dh += dhs_tm[t]
+                da *= dh
+                np.matmul(da, WhT, out=dh)
+                if carried is not None:  # a finished row's state was copied, so is its gradient
+                    dh += carried
+        return dA, dh
+
+    def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps, WhT):
+        """The same loop with a fused kernel per step (``nprnn.accel``)."""
+        T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
+        kernels = accel.kernels()
+        dhs = np.ascontiguousarray(dhs)
+        dh_final = np.zeros((N, H), dtype=self.dtype) if dh_final is None else dh_final
+        dA = np.empty((T, N, H), dtype=self.dtype)
+        dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
+        with accel.time_loop():
+            for t in range(T - 1, -1, -1):
+                kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
+                np.matmul(dA[t], WhT, out=dh)
+        return dA, dh
