@@ -29,6 +29,7 @@ from nprnn.checkpoint import CheckpointError, load_checkpoint
 from tests.reliability import make_text, nprnn_command
 
 SAVE_EVERY = 10
+STEPS_PER_EPOCH = 158  # of train_args on make_text's corpus; checked by the reference fixture
 TIMEOUT = 180  # seconds for any one wait; only reached if something is badly wrong
 
 
@@ -95,9 +96,11 @@ def progress_of(path):
 
 
 def mid_epoch_checkpoint(path):
-    """The progress of ``path`` once it is a within-epoch checkpoint of the second epoch or later."""
+    """The progress of ``path`` once it is a checkpoint from the first half of the second epoch or a
+    later one: killed right after seeing it, the run is then surely in the middle of an epoch."""
     progress = progress_of(path)
-    return progress if progress and progress["epoch"] >= 1 and progress["iteration"] > 0 else None
+    early = progress and progress["epoch"] >= 1 and 0 < progress["iteration"] <= STEPS_PER_EPOCH // 2
+    return progress if early else None
 
 
 def run_record(out):
@@ -134,6 +137,7 @@ def reference(data, tmp_path_factory):
     run(nprnn_command(*train_args(data, directory / "run")), directory)
     record = run_record(directory / "run")
     assert len(record[1][0]["progress"]["history"]) == 3
+    assert record[1][0]["progress"]["step"] == 3 * STEPS_PER_EPOCH
     return record
 
 
