@@ -5,13 +5,20 @@ nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 th
     python benchmarks/bench_rnn.py --cell lstm gru # other cells
     python benchmarks/bench_rnn.py --quick         # fewer repeats
 
+nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
+("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS thread cap
+(one thread inside the time loops and for products under 1 GFLOP: NPRNN_BLAS_THREADS, nprnn/accel.py).
+PyTorch also runs with one thread ("torch 1t") for reference.
+
 Prints a Markdown table of median times, ratios (>1 means nprnn is faster) and the GFLOP/s nprnn
-achieves as a fraction of this machine's measured float32 matmul peak. Times on a shared 2-core
-machine are noisy: read the ratios, which are measured interleaved in the same run.
+achieves as a fraction of this machine's measured float32 matmul peak, and the 1-minute load average
+after each row. Times on a shared 2-core machine are noisy: read the ratios, which are measured
+interleaved in the same run, and repeat the run.
 """
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +49,8 @@ def flops(cell, N, T, D, H):
     return GATES[cell] * 6 * N * T * (D * H + H * H)
 
 
-def nprnn_runner(cell, N, T, D, H, rng):
+def nprnn_runner(cell, N, T, D, H, rng, backend="numpy"):
+    from nprnn import accel
     from nprnn.layers import init_rnn_params
     from nprnn.layers.rnn import TimeRNN
 
@@ -60,6 +68,7 @@ def nprnn_runner(cell, N, T, D, H, rng):
     dhs = rng.standard_normal((N, T, H), dtype=np.float32)
 
     def run():
+        accel.use(backend)
         layer.forward(xs)
         layer.backward(dhs)
 
@@ -85,7 +94,7 @@ def book_runner(cell, N, T, D, H, rng):
     return run
 
 
-def torch_runner(cell, N, T, D, H, rng):
+def torch_runner(cell, N, T, D, H, rng, threads):
     import torch
 
     cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
@@ -94,6 +103,7 @@ def torch_runner(cell, N, T, D, H, rng):
     dhs = torch.from_numpy(rng.standard_normal((N, T, H), dtype=np.float32))
 
     def run():
+        torch.set_num_threads(threads)
         module.zero_grad(set_to_none=False)
         xs.grad = None
         out, _ = module(xs)
@@ -116,15 +126,26 @@ def median_times(runners, min_time):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
+def has_numba():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", nargs="+", default=["rnn"], choices=sorted(GATES))
     parser.add_argument("--quick", action="store_true", help="shorter timing per configuration")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default 2)")
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
+    parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
     args = parser.parse_args(argv)
 
     import torch
+
+    from nprnn import accel
 
     torch.set_num_threads(args.threads)
     peak = matmul_peak()
@@ -132,24 +153,39 @@ def main(argv=None):
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), BLAS {blas}")
-    print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s\n")
+    print(f"nprnn BLAS thread cap: {accel.blas_threads() or 'none'}; numba: {has_numba()}")
+    print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
     min_time = 0.5 if args.quick else 2.0
     rng = np.random.default_rng(0)
+    grid = GRID if args.sizes is None else [GRID[i] for i in args.sizes]
+    backends = ["numpy", "numba"] if has_numba() else ["numpy"]
     for cell in args.cell:
         print(f"### Time{cell.upper()} forward+backward, float32\n")
-        print("| N, T, D, H | nprnn ms | book ms | torch ms | book/nprnn | torch/nprnn | nprnn GFLOP/s | of peak |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for N, T, D, H in GRID:
-            runners = {"nprnn": nprnn_runner(cell, N, T, D, H, rng), "torch": torch_runner(cell, N, T, D, H, rng)}
+        print(
+            "| N, T, D, H | nprnn ms | numba ms | book ms | torch ms | torch 1t ms "
+            "| book/nprnn | book/numba | torch/nprnn | torch/numba | torch 1t/nprnn "
+            "| GFLOP/s nprnn, numba | of peak | load |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for N, T, D, H in grid:
+            runners = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
+            runners["torch"] = torch_runner(cell, N, T, D, H, rng, args.threads)
+            runners["torch 1t"] = torch_runner(cell, N, T, D, H, rng, 1)
             if not args.no_book:
                 runners["book"] = book_runner(cell, N, T, D, H, rng)
             t = median_times(runners, min_time)
-            gflops = flops(cell, N, T, D, H) / t["nprnn"] / 1e9
-            book_ms = f"{t['book'] * 1e3:.2f}" if "book" in t else "-"
-            book_ratio = f"{t['book'] / t['nprnn']:.2f}" if "book" in t else "-"
+            accel.use("numpy")
+            torch.set_num_threads(args.threads)
+            t.setdefault("numba", float("nan"))
+            t.setdefault("book", float("nan"))
+            gflops = {b: flops(cell, N, T, D, H) / t[b] / 1e9 for b in ("numpy", "numba")}
             print(
-                f"| {N}, {T}, {D}, {H} | {t['nprnn'] * 1e3:.2f} | {book_ms} | {t['torch'] * 1e3:.2f} | "
-                f"{book_ratio} | {t['torch'] / t['nprnn']:.2f} | {gflops:.1f} | {gflops / peak:.0%} |",
+                f"| {N}, {T}, {D}, {H} | {t['numpy'] * 1e3:.2f} | {t['numba'] * 1e3:.2f} | {t['book'] * 1e3:.2f} "
+                f"| {t['torch'] * 1e3:.2f} | {t['torch 1t'] * 1e3:.2f} "
+                f"| {t['book'] / t['numpy']:.2f} | {t['book'] / t['numba']:.2f} "
+                f"| {t['torch'] / t['numpy']:.2f} | {t['torch'] / t['numba']:.2f} | {t['torch 1t'] / t['numpy']:.2f} "
+                f"| {gflops['numpy']:.1f}, {gflops['numba']:.1f} "
+                f"| {gflops['numpy'] / peak:.0%}, {gflops['numba'] / peak:.0%} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
         print()

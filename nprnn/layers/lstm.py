@@ -165,7 +165,7 @@ class TimeLSTM:
         check_input("TimeLSTM", xs, (None, None, self.D), self.dtype, "xs")
         N, T, D = xs.shape
         lengths = check_lengths("TimeLSTM", lengths, N, T)
-        H, half, shift = self.H, self._half, self._shift
+        H, half = self.H, self._half
 
         # hs_all[0] / cs_all[0] are the initial states, [t + 1] the states after step t.
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
@@ -173,19 +173,56 @@ class TimeLSTM:
         hs_all[0] = self._initial_state(N, h0, self.h, "h0")
         cs_all[0] = self._initial_state(N, c0, self.c, "c0")
         xs2 = xs.transpose(1, 0, 2).reshape(T * N, D)
-        # All input projections at once; gates[t] then becomes step t's gate activations in place.
-        gates = xs2 @ (Wx * half)
-        gates += b * half
-        gates = gates.reshape(T, N, 4 * H)
-        Wh_half = Wh * half
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
-        rec = np.empty((N, 4 * H), dtype=self.dtype)
-        ig = np.empty((N, H), dtype=self.dtype)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
+        with accel.few_threads(2 * T * N * D * 4 * H):  # small products run on one BLAS thread
+            # All input projections at once; gates[t] then becomes step t's gate activations in place.
+            gates = xs2 @ (Wx * half)
+            gates += b * half
+            gates = gates.reshape(T, N, 4 * H)
+            self._forward_loop(gates, hs_all, cs_all, tanh_cs, steps, dead)
 
+        self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
+        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead)
+        hs = hs_all[1:].transpose(1, 0, 2)
+        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
+
+    def backward(self, dhs, dh_final=None, dc_final=None):
+        if self._cache is None:
+            raise RuntimeError("TimeLSTM: backward called before forward")
+        Wx, Wh, b = self.params
+        xs2, hs_all, cs_all, gates, tanh_cs, steps, dead = self._cache
+        T, N, H = gates.shape[0], gates.shape[1], self.H
+        check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
+        dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
+        dc_final = np.zeros((N, H), self.dtype) if dc_final is None else dc_final
+        check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
+        check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
+
+        with accel.few_threads(2 * T * N * self.D * 4 * H):
+            if accel.kernels() is not None:
+                dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
+            else:
+                dA, dh, dc = self._backward_loop(dhs, dh_final, dc_final, dead)
+            dA2 = dA.reshape(T * N, 4 * H)
+            self.grads[0][...] = xs2.T @ dA2
+            self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
+            self.grads[2][...] = dA2.sum(axis=0)
+            dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+        self.dh, self.dc = dh, dc
+        return dxs
+
+    def _forward_loop(self, gates, hs_all, cs_all, tanh_cs, steps, dead):
+        """The time loop of forward: ``gates[t]`` holds step t's (f, i, o-halved) input projection on
+        entry and its gate activations on exit. The loops run with few BLAS threads (``nprnn.accel``)."""
+        T, N, H4 = gates.shape
+        H, half, shift = self.H, self._half, self._shift
+        Wh_half = self.params[1] * half
+        rec = np.empty((N, H4), dtype=self.dtype)
+        ig = np.empty((N, H), dtype=self.dtype)
         kernels = accel.kernels()
-        with accel.time_loop():
+        with accel.few_threads():
             for t in range(T):
                 a = gates[t]
                 np.matmul(hs_all[t], Wh_half, out=rec)
@@ -208,34 +245,6 @@ class TimeLSTM:
                 if dead is not None:  # finished rows keep their last states
                     np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
                     np.copyto(c, cs_all[t], where=dead[t][:, None])
-
-        self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
-        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead)
-        hs = hs_all[1:].transpose(1, 0, 2)
-        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
-
-    def backward(self, dhs, dh_final=None, dc_final=None):
-        if self._cache is None:
-            raise RuntimeError("TimeLSTM: backward called before forward")
-        Wx, Wh, b = self.params
-        xs2, hs_all, cs_all, gates, tanh_cs, steps, dead = self._cache
-        T, N, H = gates.shape[0], gates.shape[1], self.H
-        check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
-        dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
-        dc_final = np.zeros((N, H), self.dtype) if dc_final is None else dc_final
-        check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
-        check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
-        if accel.kernels() is not None:
-            dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
-        else:
-            dA, dh, dc = self._backward_loop(dhs, dh_final, dc_final, dead)
-
-        dA2 = dA.reshape(T * N, 4 * H)
-        self.grads[0][...] = xs2.T @ dA2
-        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
-        self.grads[2][...] = dA2.sum(axis=0)
-        self.dh, self.dc = dh, dc
-        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
 
     def _backward_loop(self, dhs, dh_final, dc_final, dead):
         """The time loop of backward in NumPy: returns ``dA: (T, N, 4H)``, the gradients of the
@@ -264,7 +273,7 @@ class TimeLSTM:
         dh_total = np.empty((N, H), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.time_loop():
+        with accel.few_threads():
             for t in range(T - 1, -1, -1):
                 np.add(dhs[:, t], dh, out=dh_total)
                 np.multiply(dh_total, c_from_h[t], out=scratch)
@@ -290,7 +299,7 @@ class TimeLSTM:
         dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
         dc = dc_final.copy()
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.time_loop():
+        with accel.few_threads():
             for t in range(T - 1, -1, -1):
                 kernels.lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
                 np.matmul(dA[t], WhT, out=dh)

@@ -123,24 +123,12 @@ class TimeRNN:
         # all steps go straight into hs_all[1:] in one multiply; each step then adds h @ Wh in place.
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0)
-        np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
-        hs_all[1:] += b
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-
-        kernels = accel.kernels()
-        hWh = np.empty((N, H), dtype=self.dtype)
-        with accel.time_loop():
-            for t in range(T):
-                h = hs_all[t + 1]
-                np.matmul(hs_all[t], Wh, out=hWh)
-                if kernels is not None:  # the add, the tanh and the finished rows in one call
-                    kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
-                    continue
-                h += hWh
-                np.tanh(h, out=h)
-                if dead is not None:  # finished rows keep their last state
-                    np.copyto(h, hs_all[t], where=dead[t][:, None])
+        with accel.few_threads(2 * T * N * self.D * H):  # small products run on one BLAS thread
+            np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
+            hs_all[1:] += b
+            self._forward_loop(hs_all, steps, dead)
 
         self.h = hs_all[T].copy()
         self._cache = (xs, hs_all, steps, dead)
@@ -156,24 +144,44 @@ class TimeRNN:
         check_input("TimeRNN", dhs, (N, T, H), self.dtype, "dhs")
         if dh_final is not None:
             check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
-        WhT = np.ascontiguousarray(Wh.T)  # BLAS runs faster on a contiguous operand than on a transposed one
-        if accel.kernels() is not None:
-            dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps, WhT)
-        else:
-            dA, dh = self._backward_loop(dhs, dh_final, hs_all, dead, WhT)
 
-        dA2 = dA.reshape(T * N, H)
-        xs2 = xs.transpose(1, 0, 2).reshape(T * N, self.D)
-        self.grads[0][...] = xs2.T @ dA2
-        self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
-        self.grads[2][...] = dA2.sum(axis=0)
+        with accel.few_threads(2 * T * N * self.D * H):
+            if accel.kernels() is not None:
+                dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps)
+            else:
+                dA, dh = self._backward_loop(dhs, dh_final, hs_all, dead)
+            dA2 = dA.reshape(T * N, H)
+            xs2 = xs.transpose(1, 0, 2).reshape(T * N, self.D)
+            self.grads[0][...] = xs2.T @ dA2
+            self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
+            self.grads[2][...] = dA2.sum(axis=0)
+            dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
         self.dh = dh
-        return (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+        return dxs
 
-    def _backward_loop(self, dhs, dh_final, hs_all, dead, WhT):
+    def _forward_loop(self, hs_all, steps, dead):
+        """The time loop of forward: ``hs_all[t + 1]`` holds step t's input projection on entry and
+        its state on exit. The loops run with few BLAS threads (see ``nprnn.accel``)."""
+        Wh = self.params[1]
+        kernels = accel.kernels()
+        hWh = np.empty(hs_all.shape[1:], dtype=self.dtype)
+        with accel.few_threads():
+            for t in range(hs_all.shape[0] - 1):
+                h = hs_all[t + 1]
+                np.matmul(hs_all[t], Wh, out=hWh)
+                if kernels is not None:  # the add, the tanh and the finished rows in one call
+                    kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
+                    continue
+                h += hWh
+                np.tanh(h, out=h)
+                if dead is not None:  # finished rows keep their last state
+                    np.copyto(h, hs_all[t], where=dead[t][:, None])
+
+    def _backward_loop(self, dhs, dh_final, hs_all, dead):
         """The time loop of backward in NumPy: returns ``dA: (T, N, H)``, the gradients of the
         pre-activations, and the gradient w.r.t. the initial state."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
+        WhT = np.ascontiguousarray(self.params[1].T)  # BLAS runs faster on a contiguous operand
         # da_t = (dhs_t + dh_t) * tanh'(a_t); padded steps get tanh' = 0 so they pass no gradient.
         dA = 1 - hs_all[1:] ** 2
         if dead is not None:
@@ -182,7 +190,7 @@ class TimeRNN:
         if dh_final is not None:
             dh += dh_final
         dhs_tm = dhs.transpose(1, 0, 2).copy()  # contiguous per-step slices
-        with accel.time_loop():
+        with accel.few_threads():
             for t in range(T - 1, -1, -1):
                 da = dA[t]
                 carried = None if dead is None else dh * dead[t][:, None]
@@ -193,15 +201,16 @@ class TimeRNN:
                     dh += carried
         return dA, dh
 
-    def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps, WhT):
+    def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps):
         """The same loop with a fused kernel per step (``nprnn.accel``)."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
+        WhT = np.ascontiguousarray(self.params[1].T)
         kernels = accel.kernels()
         dhs = np.ascontiguousarray(dhs)
         dh_final = np.zeros((N, H), dtype=self.dtype) if dh_final is None else dh_final
         dA = np.empty((T, N, H), dtype=self.dtype)
         dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
-        with accel.time_loop():
+        with accel.few_threads():
             for t in range(T - 1, -1, -1):
                 kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
                 np.matmul(dA[t], WhT, out=dh)
