@@ -29,7 +29,8 @@ from numba.extending import overload
 # Not nnan/ninf: NaN and inf go through the kernels as through NumPy. error_model="numpy" drops the
 # ZeroDivisionError check on every division, which would stop the loops from vectorising.
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"nsz", "arcp", "contract", "reassoc"}}
-_TANH_CLAMP = np.float32(7.90531110763549805)  # tanh rounds to +-1 in float32 beyond this
+_TANH_CLAMP = np.float32(7.90531110763549805)  # the rational approximation holds up to here
+_TANH_ONE = np.float32(9.01)  # and tanh rounds to +-1 in float32 beyond this
 
 
 def _tanh(x):
@@ -42,8 +43,9 @@ def _tanh_impl(x):
         return lambda x: math.tanh(x)
 
     def tanh32(x):
-        x = max(min(x, _TANH_CLAMP), -_TANH_CLAMP)
-        x2 = x * x
+        # Not max/min: a comparison that is false for NaN keeps NaN (and so NaN checks downstream).
+        u = _TANH_CLAMP if x > _TANH_CLAMP else (-_TANH_CLAMP if x < -_TANH_CLAMP else x)
+        x2 = u * u
         p = np.float32(-2.76076847742355e-16)
         p = p * x2 + np.float32(2.00018790482477e-13)
         p = p * x2 + np.float32(-8.60467152213735e-11)
@@ -55,7 +57,8 @@ def _tanh_impl(x):
         q = q * x2 + np.float32(1.18534705686654e-04)
         q = q * x2 + np.float32(2.26843463243900e-03)
         q = q * x2 + np.float32(4.89352518554385e-03)
-        return x * p / q
+        y = u * (p / q)
+        return np.float32(1) if x > _TANH_ONE else (np.float32(-1) if x < -_TANH_ONE else y)
 
     return tanh32
 

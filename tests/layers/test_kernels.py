@@ -1,0 +1,384 @@
+"""The optional numba backend of the time layers (nprnn.accel, nprnn/layers/_kernels.py) and the BLAS
+thread cap.
+
+The kernels must compute what the NumPy path computes: the same outputs, final states and gradients to
+float rounding (float64: 1e-12; float32: the kernels' tanh is an approximation within 5 ulp), and the
+float64 gradient checks must pass with the kernels on. The NumPy path itself is tested in test_rnn.py,
+test_lstm.py and test_gru.py.
+"""
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nprnn import accel
+from nprnn.gradcheck import numerical_gradient, relative_error
+from nprnn.layers.gru import TimeGRU, init_gru_params
+from nprnn.layers.lstm import TimeLSTM, init_lstm_params
+from nprnn.layers.rnn import TimeRNN, init_rnn_params
+
+numba = pytest.importorskip("numba", reason="the numba backend is optional (pip install nprnn[accel])")
+from nprnn.layers import _kernels  # noqa: E402  (needs numba)
+
+KINDS = {"rnn": (TimeRNN, init_rnn_params), "lstm": (TimeLSTM, init_lstm_params), "gru": (TimeGRU, init_gru_params)}
+
+
+class CountingKernels:
+    """Stands in for the kernel module and counts the calls, so a test knows the kernels really ran."""
+
+    def __init__(self):
+        self.calls = Counter()
+
+    def __getattr__(self, name):
+        kernel = getattr(_kernels, name)
+
+        def counted(*args):
+            self.calls[name] += 1
+            return kernel(*args)
+
+        return counted
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """``backend(name)`` selects a backend for the rest of the test; the previous one is restored after."""
+    previous = accel.backend()
+    counting = CountingKernels()
+
+    def select(name):
+        accel.use(name)
+        if name == "numba":
+            monkeypatch.setitem(accel._state, "kernels", counting)
+        return counting
+
+    yield select
+    accel.use(previous)
+
+
+def random_layer(kind, rng, D, H, dtype=np.float64, stateful=False):
+    cls, init = KINDS[kind]
+    params = [(rng.standard_normal(p.shape) * 0.5).astype(dtype) for p in init(D, H, dtype=dtype)]
+    return cls(*params, stateful=stateful)
+
+
+def states(kind, rng, N, H, dtype):
+    """Random initial states and final-state gradients as keyword arguments for forward / backward."""
+    h0, dh = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+    if kind == "lstm":
+        c0, dc = rng.standard_normal((N, H)).astype(dtype), rng.standard_normal((N, H)).astype(dtype)
+        return {"h0": h0, "c0": c0}, {"dh_final": dh, "dc_final": dc}
+    return {"h0": h0}, {"dh_final": dh}
+
+
+def run(layer, xs, dhs, initial, final, lengths):
+    """Forward + backward; every result a test compares, copied."""
+    hs = layer.forward(xs, **initial, lengths=lengths)
+    dxs = layer.backward(dhs, **final)
+    out = {"hs": hs.copy(), "h": layer.h.copy(), "dxs": dxs, "dh": layer.dh.copy()}
+    if hasattr(layer, "c"):
+        out.update(c=layer.c.copy(), dc=layer.dc.copy())
+    out.update({f"grad{i}": g.copy() for i, g in enumerate(layer.grads)})
+    return out
+
+
+def assert_results_close(got, want, dtype):
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-5, "atol": 2e-5}
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], **tol, err_msg=key)
+
+
+# ---------------------------------------------------------------- kernels == NumPy path
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("lengths", [None, [6, 2, 1, 5]], ids=["full", "lengths"])
+def test_kernels_match_numpy_path(backend, rng, kind, dtype, lengths):
+    N, T, D, H = 4, 6, 5, 7
+    layer = random_layer(kind, rng, D, H, dtype)
+    xs, dhs = rng.standard_normal((N, T, D)).astype(dtype), rng.standard_normal((N, T, H)).astype(dtype)
+    initial, final = states(kind, rng, N, H, dtype)
+
+    backend("numpy")
+    want = run(layer, xs, dhs, initial, final, lengths)
+    counting = backend("numba")
+    got = run(layer, xs, dhs, initial, final, lengths)
+    assert counting.calls[f"{kind}_forward_step"] == T and counting.calls[f"{kind}_backward_step"] == T
+    assert_results_close(got, want, dtype)
+    if lengths is not None:  # padded positions: zero output, zero input gradient
+        assert np.all(got["hs"][2, 1:] == 0) and np.all(got["dxs"][2, 1:] == 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(KINDS)),
+    N=st.integers(1, 4),
+    T=st.integers(1, 5),
+    D=st.integers(1, 4),
+    H=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_kernels_match_numpy_path_any_shape(kind, N, T, D, H, seed, data):
+    rng = np.random.default_rng(seed)
+    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=N, max_size=N))
+    layer = random_layer(kind, rng, D, H)
+    xs, dhs = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
+    initial, final = states(kind, rng, N, H, np.float64)
+    previous = accel.backend()
+    try:
+        accel.use("numpy")
+        want = run(layer, xs, dhs, initial, final, lengths)
+        accel.use("numba")
+        got = run(layer, xs, dhs, initial, final, lengths)
+    finally:
+        accel.use(previous)
+    assert_results_close(got, want, np.float64)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernels_stateful_across_calls(backend, rng, kind):
+    N, T, D, H = 3, 4, 2, 5
+    layers = [random_layer(kind, np.random.default_rng(7), D, H, stateful=True) for _ in range(2)]
+    xs = [rng.standard_normal((N, T, D)) for _ in range(3)]
+    dhs = rng.standard_normal((N, T, H))
+    results = []
+    for name, layer in zip(["numpy", "numba"], layers):
+        backend(name)
+        for x in xs:  # the state is carried from call to call
+            layer.forward(x)
+        results.append(run(layer, xs[0], dhs, {}, {}, None))
+    assert_results_close(results[1], results[0], np.float64)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_backend_can_change_between_forward_and_backward(backend, rng, kind):
+    """The two paths share their caches, so a backward may run on the other backend."""
+    N, T, D, H = 3, 5, 2, 4
+    layer = random_layer(kind, rng, D, H)
+    xs, dhs = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
+    initial, final = states(kind, rng, N, H, np.float64)
+    lengths = [5, 3, 1]
+    backend("numpy")
+    want = run(layer, xs, dhs, initial, final, lengths)
+    for first, second in [("numba", "numpy"), ("numpy", "numba")]:
+        backend(first)
+        hs = layer.forward(xs, **initial, lengths=lengths)
+        backend(second)
+        dxs = layer.backward(dhs, **final)
+        np.testing.assert_allclose(hs, want["hs"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dxs, want["dxs"], rtol=1e-12, atol=1e-12)
+        for i, g in enumerate(layer.grads):
+            np.testing.assert_allclose(g, want[f"grad{i}"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernels_take_non_contiguous_gradients(backend, rng, kind):
+    N, T, D, H = 2, 3, 2, 4
+    layer = random_layer(kind, rng, D, H)
+    xs = rng.standard_normal((N, T, D))
+    dhs = np.asfortranarray(rng.standard_normal((N, T, H)))
+    backend("numpy")
+    want = run(layer, xs, dhs, {}, {}, None)
+    backend("numba")
+    assert_results_close(run(layer, xs, dhs, {}, {}, None), want, np.float64)
+
+
+# ---------------------------------------------------------------- gradient checks with the kernels on
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernel_gradients(backend, rng, kind):
+    """Float64 central differences for every parameter, the input and the initial states, with
+    variable lengths and gradients flowing into the final states."""
+    backend("numba")
+    N, T, D, H = 3, 4, 3, 3
+    layer = random_layer(kind, rng, D, H)
+    xs, R = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
+    initial, final = states(kind, rng, N, H, np.float64)
+    lengths = [4, 2, 1]
+
+    def loss():
+        hs = layer.forward(xs, **initial, lengths=lengths)
+        total = np.sum(hs * R) + np.sum(layer.h * final["dh_final"])
+        if kind == "lstm":
+            total += np.sum(layer.c * final["dc_final"])
+        return float(total)
+
+    loss()
+    dxs = layer.backward(R, **final)
+    analytic = [g.copy() for g in layer.grads] + [dxs, layer.dh.copy()]
+    wrt = list(layer.params) + [xs, initial["h0"]]
+    if kind == "lstm":
+        analytic.append(layer.dc.copy())
+        wrt.append(initial["c0"])
+    for g, p in zip(analytic, wrt):
+        assert relative_error(g, numerical_gradient(loss, p)) < 1e-7
+    assert np.all(dxs[1, 2:] == 0) and np.all(dxs[2, 1:] == 0)
+
+
+# ---------------------------------------------------------------- float32 tanh and edge values
+
+
+@numba.njit(**{k: v for k, v in _kernels._JIT.items() if k != "cache"})
+def kernel_tanh(x, out):
+    for i in range(x.size):
+        out[i] = _kernels._tanh(x[i])
+
+
+def test_float32_tanh_is_within_5_ulp():
+    x = np.concatenate(
+        [np.linspace(-12, 12, 400_001, dtype=np.float32), np.geomspace(1e-30, 12, 20_000, dtype=np.float32)]
+    )
+    x = np.concatenate([x, -x])
+    got = np.empty_like(x)
+    kernel_tanh(x, got)
+    exact = np.tanh(x.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - exact) / ulp) <= 5
+    np.testing.assert_array_equal(got[np.abs(x) > 9.02], np.sign(x[np.abs(x) > 9.02]))  # saturates exactly
+    np.testing.assert_array_equal(got, -kernel_output(-x))  # odd
+
+
+def kernel_output(x):
+    out = np.empty_like(x)
+    kernel_tanh(x, out)
+    return out
+
+
+def test_float32_tanh_special_values():
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=np.float32)
+    got = kernel_output(x)
+    np.testing.assert_array_equal(got[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(got[1]) and np.isnan(got[4])
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernels_propagate_nan_like_numpy(backend, rng, kind):
+    """A NaN must not be hidden by the tanh approximation (training stops on a NaN loss)."""
+    layer = random_layer(kind, rng, 2, 3, np.float32)
+    xs = rng.standard_normal((2, 3, 2)).astype(np.float32)
+    xs[0, 1, 0] = np.nan
+    backend("numba")
+    hs = layer.forward(xs)
+    assert np.all(np.isnan(hs[0, 1:])) and not np.any(np.isnan(hs[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernels_saturated_lstm_gates(backend, dtype):
+    H = 2
+    Wx, Wh, b = np.zeros((1, 4 * H), dtype), np.zeros((H, 4 * H), dtype), np.full(4 * H, -1000.0, dtype)
+    layer = TimeLSTM(Wx, Wh, b)
+    backend("numba")
+    hs = layer.forward(np.zeros((1, 2, 1), dtype), c0=np.ones((1, H), dtype))
+    assert np.all(layer.c == 0) and np.all(hs == 0)  # forget and input gates fully closed
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_use_validates_the_backend_name():
+    previous = accel.backend()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        accel.use("cuda")
+    assert accel.backend() == previous
+    try:
+        accel.use("numba")
+        assert accel.backend() == "numba" and accel.kernels() is _kernels
+        accel.use(None)
+        assert accel.backend() == "numpy" and accel.kernels() is None
+    finally:
+        accel.use(previous)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+def test_set_blas_threads_validates(bad):
+    with pytest.raises(ValueError, match="integer >= 0"):
+        accel.set_blas_threads(bad)
+
+
+@pytest.fixture
+def blas_two_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the BLAS thread cap works through threadpoolctl")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if blas_thread_counts() != [2] * len(blas_thread_counts()):
+            pytest.skip("this BLAS cannot run 2 threads here, so a cap to 1 would not show")
+        yield
+
+
+def blas_thread_counts():
+    """Threads of NumPy's BLAS (other BLAS libraries loaded later, e.g. SciPy's, are not nprnn's concern)."""
+    import threadpoolctl
+
+    blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    numpys = [lib for lib in blas if "numpy" in lib["filepath"]]
+    return [lib["num_threads"] for lib in numpys or blas]
+
+
+def test_few_threads_caps_small_work_and_restores(blas_two_threads):
+    previous = accel.blas_threads()
+    try:
+        accel.set_blas_threads(1)
+        with accel.few_threads():  # a time loop
+            assert blas_thread_counts() == [1] * len(blas_thread_counts())
+            with accel.few_threads(1e6):  # nested: the outer context restores
+                pass
+            assert set(blas_thread_counts()) == {1}
+        assert set(blas_thread_counts()) == {2}
+        with accel.few_threads(accel.MIN_THREADED_FLOPS - 1):
+            assert set(blas_thread_counts()) == {1}
+        with accel.few_threads(accel.MIN_THREADED_FLOPS):  # large products keep BLAS's threads
+            assert set(blas_thread_counts()) == {2}
+        accel.set_blas_threads(0)  # no cap at all
+        with accel.few_threads():
+            assert set(blas_thread_counts()) == {2}
+    finally:
+        accel.set_blas_threads(previous)
+
+
+def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
+    for kind in KINDS:
+        layer = random_layer(kind, np.random.default_rng(0), 2, 3)
+        layer.forward(np.zeros((2, 4, 2)))
+        layer.backward(np.ones((2, 4, 3)))
+        assert set(blas_thread_counts()) == {2}, kind
+    with pytest.raises(RuntimeError, match="inside"):
+        with accel.few_threads():
+            raise RuntimeError("inside")
+    assert set(blas_thread_counts()) == {2}
+
+
+def python(code, **env):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NPRNN_")}
+    done = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_environment_variables_select_backend_and_threads():
+    done = python(
+        "import nprnn.accel as a; print(a.backend(), a.blas_threads())", NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0"
+    )
+    assert done.stdout.split() == ["numba", "0"]
+    done = python(
+        "import nprnn.accel as a; print(a.backend(), a.blas_threads())", NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x"
+    )
+    assert done.stdout.split() == ["numpy", "1"]
+    assert "NPRNN_ACCEL='cuda' ignored" in done.stderr and "NPRNN_BLAS_THREADS='x' ignored" in done.stderr
+
+
+def test_numba_is_not_imported_by_default():
+    code = (
+        "import sys, numpy as np, nprnn\n"
+        "from nprnn.layers.lstm import TimeLSTM, init_lstm_params\n"
+        "TimeLSTM(*init_lstm_params(2, 3)).forward(np.zeros((1, 2, 2), np.float32))\n"
+        "print('numba' in sys.modules)"
+    )
+    assert python(code).stdout.strip() == "False"
