@@ -141,6 +141,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default 2)")
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
     parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
+    parser.add_argument(
+        "--blas-threads", type=int, help="nprnn's BLAS thread cap (nprnn.accel.set_blas_threads; 0: no cap)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -148,6 +151,8 @@ def main(argv=None):
     from nprnn import accel
 
     torch.set_num_threads(args.threads)
+    if args.blas_threads is not None:
+        accel.set_blas_threads(args.blas_threads)
     peak = matmul_peak()
     import threadpoolctl
 
