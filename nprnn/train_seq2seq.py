@@ -268,7 +268,7 @@ class Seq2seqTrainer:
     """Trains ``model`` on ``data`` (a ``Seq2seqData``) with ``config``; files go to ``out_dir``:
     ``checkpoint.npz`` (the latest state, resumable), ``metrics.jsonl`` (one record per epoch:
     train loss, test accuracy, seconds) and ``accuracy.png``. ``extra_meta`` is stored in every
-    checkpoint (the CLI keeps the data path and split seed there)."""
+    checkpoint: the data file's path, and ``split_seed`` if it is not the default 1984 (the CLI sets it)."""
 
     def __init__(self, model, data, config, out_dir, log=print, progress_bar=True):
         self.model, self.data, self.config = model, data, config.validate()
@@ -291,7 +291,7 @@ class Seq2seqTrainer:
         self.shuffle_rng = np.random.default_rng([config.seed, 1])
         self._epoch_rng_state = rng_state(self.shuffle_rng)  # before this epoch's permutation was drawn
         self.progress = Progress()
-        self.extra_meta = {}
+        self.extra_meta = {"data": str(Path(data.path).resolve())} if data.path else {}
         self._stop_requested = False
 
     @property
@@ -511,6 +511,8 @@ def cmd_train(args):
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
         model, vocab, arrays, meta = load_seq2seq_model(checkpoint)
         data_path = find_data(args.data, args.data_dir) if args.data else meta.get("data")
+        if data_path is None:
+            raise ValueError(f"{checkpoint}: records no data file; pass --data")
         split_seed = meta.get("split_seed", SPLIT_SEED)
         data = load_data_like(data_path, vocab, split_seed)
         settings = dict(meta.get("train") or {})

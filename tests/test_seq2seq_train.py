@@ -66,7 +66,7 @@ def params_equal(a, b):
 # ---------------------------------------------------------------- training
 
 
-def test_trainer_learns_the_toy_task(toy, tmp_path):
+def test_trainer_learns_the_toy_task(toy, toy_file, tmp_path):
     trainer = make(toy, tmp_path / "run")
     assert trainer.iters_per_epoch == len(toy.x_train) // 16  # the textbook drops the last partial batch
     assert exact_match(trainer.model, toy.x_test, toy.t_test) < 0.05
@@ -84,6 +84,7 @@ def test_trainer_learns_the_toy_task(toy, tmp_path):
     assert logged == history
     model, _, _, meta = load_seq2seq_model(tmp_path / "run" / "checkpoint.npz")
     assert params_equal(model, trainer.model) and meta["progress"]["epoch"] == 5
+    assert meta["data"] == str(toy_file.resolve())  # so eval and resume find the data without --data
 
 
 def test_same_seed_same_numbers(toy, tmp_path):
