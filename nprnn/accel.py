@@ -35,23 +35,23 @@ import warnings
 
 BACKENDS = ("numpy", "numba")
 
-_state = {"backend": "numpy", "kernels": None, "blas_threads": 1}
 MIN_THREADED_FLOPS = 1e9  # products smaller than this run with blas_threads() threads
+_state = {"backend": "numpy", "kernels": None, "blas_threads": 1}
 _blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
-def use(backend):
+def use(name):
     """Select the time-loop backend: ``"numpy"`` (or ``None``) or ``"numba"`` (raises ImportError without numba)."""
-    backend = "numpy" if backend in (None, "none", "") else str(backend).lower()
-    if backend not in BACKENDS:
-        raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS}, got {backend!r}")
+    name = "numpy" if name in (None, "none", "") else str(name).lower()
+    if name not in BACKENDS:
+        raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS}, got {name!r}")
     kernels = None
-    if backend == "numba":
+    if name == "numba":
         try:
             from nprnn.layers import _kernels as kernels
         except ImportError as err:
             raise ImportError(f"nprnn.accel: backend 'numba' needs numba (pip install nprnn[accel]): {err}") from err
-    _state["backend"], _state["kernels"] = backend, kernels
+    _state["backend"], _state["kernels"] = name, kernels
 
 
 def backend():

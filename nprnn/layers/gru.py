@@ -288,8 +288,8 @@ class TimeGRU:
         dhs = np.ascontiguousarray(dhs)
         dA = np.empty((T, N, 3 * H), dtype=self.dtype)
         dA_n = np.empty((T, N, H), dtype=self.dtype)
-        dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
-        dh_direct = np.empty((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, idem
+        dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
+        dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, idem
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
         with accel.few_threads():
             for t in range(T - 1, -1, -1):

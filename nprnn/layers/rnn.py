@@ -209,7 +209,7 @@ class TimeRNN:
         dhs = np.ascontiguousarray(dhs)
         dh_final = np.zeros((N, H), dtype=self.dtype) if dh_final is None else dh_final
         dA = np.empty((T, N, H), dtype=self.dtype)
-        dh = np.empty((N, H), dtype=self.dtype)  # da_{t+1} @ Wh.T; first read at t = T - 2
+        dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
         with accel.few_threads():
             for t in range(T - 1, -1, -1):
                 kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
