@@ -247,6 +247,26 @@ def book_accuracy(model, data):
     return correct / len(data.x_test)
 
 
+def check_book_models():
+    """The composed textbook models compute what nprnn's do: same loss, gradients and greedy answers
+    from the same parameters (so the comparison is between two codes for one model)."""
+    rng = np.random.default_rng(0)
+    for kind in ("seq2seq", "peeky", "attention"):
+        ours = build_model(kind, 9, 5, 6, seed=1)
+        for p in ours.params:
+            p[...] = rng.standard_normal(p.shape) * 0.5
+        theirs = BookSeq2seq(9, 5, 6, kind)
+        for p, q in zip(theirs.params, ours.params):
+            p[...] = q
+        xs, ts = rng.integers(0, 9, (4, 7)), rng.integers(0, 9, (4, 5))
+        assert np.isclose(ours.forward(xs, ts), float(theirs.forward(xs, ts)), rtol=1e-5), kind
+        ours.backward(), theirs.backward()
+        for g, h in zip(ours.grads, theirs.grads):
+            np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-6, err_msg=kind)
+        answers = ours.generate(xs, 0, 4)
+        assert all(answers[n].tolist() == theirs.generate(xs[[n]], 0, 4) for n in range(len(xs))), kind
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -339,6 +359,7 @@ def run_task(name, work):
 def main():
     work = Path(ARGS.work)
     work.mkdir(parents=True, exist_ok=True)
+    check_book_models()
     print(f"numpy {np.__version__}, BLAS threads {ARGS.threads}, cpus {os.cpu_count()}, load {os.getloadavg()}")
     results = {"threads": ARGS.threads, "start_load": os.getloadavg(), "tasks": []}
     start = time.perf_counter()
