@@ -5,6 +5,7 @@ with exit code 2; Ctrl-C during training saves a resumable checkpoint and exits 
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -188,9 +189,18 @@ def cmd_generate(args):
 
 
 def cmd_import_book(args):
-    from nprnn.book import import_book_lm
+    if args.preset in ("seq2seq", "peeky", "attention"):
+        from nprnn.train_seq2seq import import_book_seq2seq
 
-    path = import_book_lm(args.params, args.preset, args.data, args.output)
+        path = import_book_seq2seq(
+            args.params, args.preset, args.data, args.output, reverse=args.reverse, data_dir=args.data_dir
+        )
+    else:
+        if args.reverse or args.data_dir:
+            raise ValueError("--reverse and --data-dir apply to the seq2seq, peeky and attention presets only")
+        from nprnn.book import import_book_lm
+
+        path = import_book_lm(args.params, args.preset, args.data, args.output)
     print(f"wrote {path}")
     return 0
 
@@ -333,9 +343,29 @@ def build_parser():
     )
     b.add_argument("params", metavar="FILE.pkl", help="the textbook's saved parameters (e.g. Rnnlm.pkl)")
     b.add_argument(
-        "--preset", required=True, choices=["rnnlm", "better-rnnlm"], help="the textbook model they belong to"
+        "--preset",
+        required=True,
+        choices=["rnnlm", "better-rnnlm", "seq2seq", "peeky", "attention"],
+        help="the textbook model they belong to: a language model (ch06) or a seq2seq model (ch07-08)",
     )
-    b.add_argument("--data", required=True, metavar="DIR", help="the corpus it was trained on (its vocabulary)")
+    b.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR|addition|date|FILE",
+        help="what it was trained on, for its vocabulary: the corpus directory for rnnlm/better-rnnlm; the "
+        "question_answer file (or addition/date with --data-dir) for seq2seq/peeky/attention",
+    )
+    b.add_argument(
+        "--data-dir",
+        default=os.environ.get("NPRNN_DATA_DIR"),
+        metavar="DIR",
+        help="folder holding addition.txt/date.txt (default $NPRNN_DATA_DIR)",
+    )
+    b.add_argument(
+        "--reverse",
+        action="store_true",
+        help="the book's script reversed the questions (ch08/train.py does); the pickle does not record it",
+    )
     b.add_argument("-o", "--output", required=True, metavar="CHECKPOINT", help="the .npz to write")
     b.set_defaults(func=cmd_import_book)
 

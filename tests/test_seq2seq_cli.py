@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from nprnn.cli import build_parser, main
@@ -146,3 +147,24 @@ def test_help_explains_every_option(capsys):
         with pytest.raises(SystemExit):
             main(["seq2seq", name, "--help"])
         assert "usage: nprnn seq2seq " + name in capsys.readouterr().out
+
+
+def test_import_book_seq2seq_presets(toy_file, tmp_path, capsys):
+    import pickle
+
+    from nprnn.data.seq2seq import load_seq2seq
+    from nprnn.train_seq2seq import build_model
+
+    data = load_seq2seq(toy_file)
+    params = [p.astype(np.float16) for p in build_model("peeky", data.vocab_size, 4, 6, seed=3).params]
+    with open(tmp_path / "peeky.pkl", "wb") as f:
+        pickle.dump(params, f)  # what the textbook's save_params writes
+    out = tmp_path / "peeky.npz"
+    assert main(["import-book", str(tmp_path / "peeky.pkl"), "--preset", "peeky", "--data", str(toy_file),
+                 "-o", str(out)]) == 0  # fmt: skip
+    assert "wrote" in capsys.readouterr().out
+    assert main(["seq2seq", "eval", str(out), "--data", str(toy_file)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    args = ["import-book", str(tmp_path / "peeky.pkl"), "--preset", "rnnlm", "--data", str(toy_file), "-o", str(out)]
+    assert main([*args, "--reverse"]) == 2
+    assert "--reverse and --data-dir apply to the seq2seq" in one_line_error(capsys)
