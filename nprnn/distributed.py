@@ -113,8 +113,9 @@ class DataParallel:
     """The MPI side of a data-parallel ``Trainer``: which rows this rank trains on, the per-step
     gradient Allreduce, the validation-loss sum, and gathering/scattering checkpoint state.
 
-    ``comm``: an mpi4py communicator (``mpi_world()``); ``model``: the ``LanguageModel`` replica of
-    this rank, with the same parameters on every rank (checked here); ``batch_size``: the global N.
+    ``comm``: an mpi4py communicator (``mpi_world()``); ``model``: the ``LanguageModel`` (or seq2seq
+    model: any ``params``/``grads`` model) replica of this rank, with the same parameters on every
+    rank (checked here); ``batch_size``: the global N.
     Attaching jumps this rank's dropout generators (see the module docstring).
     ``allreduce_seconds`` / ``allreduce_calls`` count the time spent in the step's Allreduce,
     including any wait for a slower rank.
@@ -134,7 +135,7 @@ class DataParallel:
         self.signalled = False  # set by the Trainer's SIGINT handler, at any moment; never cleared
         self.check_in_sync("at start")
         if self.rank:
-            for rng in model.dropout_rngs():
+            for rng in model.dropout_rngs() if hasattr(model, "dropout_rngs") else []:  # seq2seq models draw none
                 rng.bit_generator.state = rng.bit_generator.jumped(self.rank).state
 
     @property

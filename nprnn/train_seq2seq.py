@@ -11,6 +11,10 @@ character vocabulary (as code points), whether questions are reversed, and for a
 the optimizer state, the shuffling generator and the position in the epoch, so that resuming
 ends with the very same parameters as an uninterrupted run.
 
+Under ``mpiexec -n K`` each rank trains on its contiguous share of every shuffled batch's rows (same
+permutation everywhere), ONE ``Allreduce`` per step sums the share-weighted gradients (``nprnn.distributed``),
+each rank scores its share of the test split; rank 0 alone prints and writes. Resume with the same K.
+
 The ``nprnn seq2seq train|eval|translate`` commands are defined here (``add_seq2seq_commands``).
 """
 
@@ -120,8 +124,15 @@ def exact_match(model, x, t, beam=1, batch_size=1000):
     is the start symbol), as the textbook's ``eval_seq2seq`` counts them."""
     if len(x) == 0:
         raise ValueError("exact_match: no examples to evaluate")
+    return count_exact(model, x, t, beam, batch_size) / len(x)
+
+
+def count_exact(model, x, t, beam=1, batch_size=1000):
+    """How many questions ``x: (N, Tq)`` get their whole answer ``t[:, 1:]`` right (an int)."""
+    if len(x) == 0:
+        return 0
     guess = predict(model, x, int(t[0, 0]), t.shape[1] - 1, beam, batch_size)
-    return float(np.mean(np.all(guess == t[:, 1:], axis=1)))
+    return int(np.all(guess == t[:, 1:], axis=1).sum())
 
 
 def translate(model, vocab, questions, beam=1):
@@ -268,9 +279,13 @@ class Seq2seqTrainer:
     """Trains ``model`` on ``data`` (a ``Seq2seqData``) with ``config``; files go to ``out_dir``:
     ``checkpoint.npz`` (the latest state, resumable), ``metrics.jsonl`` (one record per epoch:
     train loss, test accuracy, seconds) and ``accuracy.png``. ``extra_meta`` is stored in every
-    checkpoint: the data file's path, and ``split_seed`` if it is not the default 1984 (the CLI sets it)."""
+    checkpoint: the data file's path, and ``split_seed`` if it is not the default 1984 (the CLI sets it).
 
-    def __init__(self, model, data, config, out_dir, log=print, progress_bar=True):
+    ``comm``: an MPI communicator (``nprnn.distributed.mpi_world()``) for data-parallel training:
+    this rank trains on its share of each batch's rows and scores its share of the test split;
+    only rank 0 logs, shows progress and writes files."""
+
+    def __init__(self, model, data, config, out_dir, log=print, progress_bar=True, comm=None):
         self.model, self.data, self.config = model, data, config.validate()
         self.out_dir = Path(out_dir)
         self.log, self.progress_bar = log, progress_bar
@@ -283,6 +298,18 @@ class Seq2seqTrainer:
             raise ValueError(
                 f"{data.path}: the test split is empty (it is a tenth of the lines); the file needs at least 10 lines"
             )
+        self.parallel = None
+        if comm is not None:
+            from nprnn.distributed import DataParallel
+
+            if len(data.x_test) < comm.Get_size():  # every rank scores at least one test question
+                raise ValueError(
+                    f"{comm.Get_size()} MPI ranks need a test split of at least {comm.Get_size()} examples, "
+                    f"{data.path} has {len(data.x_test)}; use fewer ranks"
+                )
+            self.parallel = DataParallel(comm, model, B)
+            if not self.parallel.is_root:
+                self.log, self.progress_bar = (lambda *args, **kwargs: None), False
         self.iters_per_epoch = n_train // B  # as the textbook: the last partial batch is left out
         if config.max_batches:
             self.iters_per_epoch = min(self.iters_per_epoch, config.max_batches)
@@ -317,6 +344,11 @@ class Seq2seqTrainer:
             "rng": self._epoch_rng_state if p.iteration else rng_state(self.shuffle_rng),
             **self.extra_meta,
         }
+        if self.parallel is not None:  # collective: every rank gets here; the replicas hold the same state
+            self.parallel.check_in_sync("before saving a checkpoint")
+            if not self.parallel.is_root:
+                return
+            meta["world_size"] = self.parallel.size
         save_seq2seq_model(path or self.checkpoint_path, self.model, self.data, arrays, meta)
 
     def restore(self, arrays, meta, where):
@@ -329,16 +361,25 @@ class Seq2seqTrainer:
         set_rng_state(self.shuffle_rng, meta["rng"])
         self._epoch_rng_state = meta["rng"]
         self.progress = Progress(**meta["progress"])
+        if self.parallel is not None:
+            self.parallel.check_in_sync("after loading the checkpoint")
 
     # -- the loop
 
     def _request_stop(self, signum, frame):
-        self._stop_requested = True
+        if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
+            self.parallel.signalled = True
+        else:
+            self._stop_requested = True
 
     def train_step(self, x, t):
+        """One update on the batch ``x: (B, Tq)``, ``t: (B, Ta)`` (this rank's rows of it when data
+        parallel); returns the full batch's mean loss."""
         model = self.model
         loss = float(model.forward(x, t))
         model.backward()
+        if self.parallel is not None:  # one Allreduce: full-batch gradients and loss, any rank's Ctrl-C
+            loss, self._stop_requested = self.parallel.allreduce_step(model.grads, loss)
         max_grad = self.config.max_grad
         norm = optim.clip_grads(model.grads, max_grad) if max_grad else optim.grad_norm(model.grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -373,6 +414,8 @@ class Seq2seqTrainer:
         start, seconds_before = time.perf_counter(), p.epoch_seconds
         while p.iteration < self.iters_per_epoch:
             rows = order[p.iteration * c.batch_size : (p.iteration + 1) * c.batch_size]
+            if self.parallel is not None:
+                rows = rows[self.parallel.rows]
             loss = self.train_step(data.x_train[rows], data.t_train[rows])
             p.iteration, p.step, p.epoch_loss = p.iteration + 1, p.step + 1, p.epoch_loss + loss
             p.epoch_seconds = seconds_before + time.perf_counter() - start
@@ -393,7 +436,7 @@ class Seq2seqTrainer:
     def _end_epoch(self):
         p, c = self.progress, self.config
         start = time.perf_counter()
-        accuracy = exact_match(self.model, self.data.x_test, self.data.t_test, c.beam, c.eval_batch_size)
+        accuracy = self.evaluate()
         record = {
             "epoch": p.epoch + 1,
             "train_loss": p.epoch_loss / max(p.iteration, 1),
@@ -410,8 +453,19 @@ class Seq2seqTrainer:
         )
         p.epoch, p.iteration = p.epoch + 1, 0
         self.save()
-        self._write_metrics()
-        self._plot()
+        if self.parallel is None or self.parallel.is_root:
+            self._write_metrics()
+            self._plot()
+
+    def evaluate(self):
+        """Exact-match accuracy on the test split; data parallel, each rank decodes its share of
+        the questions and the counts of right answers are summed (exact: integers)."""
+        c, x, t = self.config, self.data.x_test, self.data.t_test
+        if self.parallel is None:
+            return exact_match(self.model, x, t, c.beam, c.eval_batch_size)
+        rows = self.parallel.shard(len(x))
+        right = count_exact(self.model, x[rows], t[rows], c.beam, c.eval_batch_size)
+        return self.parallel.sum(float(right)) / len(x)
 
     def _bar(self, epoch, initial):
         if not self.progress_bar:
@@ -504,6 +558,11 @@ def import_book_seq2seq(pkl, preset, data, out, reverse=False, data_dir=None, sp
 
 
 def cmd_train(args):
+    from nprnn.distributed import abort_on_error, mpi_world
+
+    comm = mpi_world()  # None unless started by mpiexec with more than one process
+    root = comm is None or comm.Get_rank() == 0
+    say = print if root else (lambda *a, **k: None)
     out_dir = Path(args.out) if args.out else Path("runs") / f"seq2seq-{Path(args.data or 'resumed').stem}-{args.model}"
     checkpoint = out_dir / "checkpoint.npz"
     if args.resume:
@@ -518,9 +577,11 @@ def cmd_train(args):
         settings = dict(meta.get("train") or {})
         if args.epochs is not None:
             settings["epochs"] = args.epochs
-        trainer = Seq2seqTrainer(model, data, Seq2seqConfig(**settings), out_dir, progress_bar=not args.no_progress)
+        trainer = Seq2seqTrainer(
+            model, data, Seq2seqConfig(**settings), out_dir, progress_bar=not args.no_progress, comm=comm
+        )
         trainer.restore(arrays, meta, checkpoint)
-        print(f"resuming {checkpoint} at epoch {trainer.progress.epoch + 1}, iteration {trainer.progress.iteration}")
+        say(f"resuming {checkpoint} at epoch {trainer.progress.epoch + 1}, iteration {trainer.progress.iteration}")
     else:
         if args.data is None:
             raise ValueError("--data is required (addition, date or a question_answer file)")
@@ -530,25 +591,32 @@ def cmd_train(args):
             **{k: v for k, v in vars(args).items() if k in Seq2seqConfig.__dataclass_fields__ and v is not None}
         )
         model = build_model(args.model, data.vocab_size, args.embed, args.hidden, config.seed, np.dtype(args.dtype))
-        trainer = Seq2seqTrainer(model, data, config, out_dir, progress_bar=not args.no_progress)
+        trainer = Seq2seqTrainer(model, data, config, out_dir, progress_bar=not args.no_progress, comm=comm)
         if checkpoint.exists() and not args.force:
             raise ValueError(f"{checkpoint} exists: pass --resume to continue it, or --force to start over")
     trainer.extra_meta.update(data=str(Path(data_path).resolve()), split_seed=split_seed)
 
     c, n_params = trainer.config, sum(p.size for p in model.params)
-    print(
+    say(
         f"data: {data_path}: {len(data.x_train):,} train / {len(data.x_test):,} test, {data.vocab_size} characters, "
         f"questions {data.question_width} wide{' (reversed)' if data.reverse else ''}, answers {data.answer_width - 1}"
     )
-    print(
+    say(
         f"model: {model_kind(model)}, embed {model.wordvec_size}, hidden {model.hidden_size}; "
         f"{n_params:,} parameters ({model.params[0].dtype})"
     )
-    print(
+    say(
         f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}, Adam lr {c.lr}, "
         f"clip {c.max_grad or 'off'}, seed {c.seed}; output: {out_dir}/"
     )
-    history = trainer.run()
+    if comm is None:
+        history = trainer.run()
+    else:
+        say(f"data parallel: {comm.Get_size()} MPI ranks, each on its share of the {c.batch_size} rows of a batch")
+        with abort_on_error(comm):
+            history = trainer.run()
+        if not root:
+            return 0
     print(f"test exact-match accuracy {100 * history[-1]['test_accuracy']:.2f}%, checkpoint {checkpoint}")
     print(f"accuracy plot: {out_dir / 'accuracy.png'}, metrics: {out_dir / 'metrics.jsonl'}")
     x, t = data.x_test[:3], data.t_test[:3]
