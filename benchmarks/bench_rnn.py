@@ -8,12 +8,12 @@ nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 th
 nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
 ("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS thread cap
 (one thread inside the time loops and for products under 1 GFLOP: NPRNN_BLAS_THREADS, nprnn/accel.py).
-PyTorch also runs with one thread ("torch 1t") for reference.
+PyTorch also runs with one thread ("torch 1t"), in a second interleaved pass, for reference.
 
-Prints a Markdown table of median times, ratios (>1 means nprnn is faster) and the GFLOP/s nprnn
-achieves as a fraction of this machine's measured float32 matmul peak, and the 1-minute load average
-after each row. Times on a shared 2-core machine are noisy: read the ratios, which are measured
-interleaved in the same run, and repeat the run.
+Prints a Markdown table of median times, ratios (>1 means nprnn is faster; each the median over
+rounds of the ratio of neighbouring runs) and the GFLOP/s nprnn achieves (from its median time) as a
+fraction of this machine's measured float32 matmul peak, and the 1-minute load average after each
+row. Times on a shared 2-core machine are noisy: read the ratios, and repeat the run.
 """
 
 import argparse
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "reference" / "dlfs2"
 GRID = [(10, 5, 100, 100), (20, 35, 100, 100), (32, 35, 200, 200), (64, 35, 650, 650), (20, 35, 1500, 1500)]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+NAMES = ("numpy", "numba", "book", "torch", "torch 1t")  # "numpy" is nprnn's default path
 
 
 def matmul_peak(seconds=2.0):
@@ -94,7 +95,7 @@ def book_runner(cell, N, T, D, H, rng):
     return run
 
 
-def torch_runner(cell, N, T, D, H, rng, threads):
+def torch_runner(cell, N, T, D, H, rng):
     import torch
 
     cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
@@ -103,7 +104,6 @@ def torch_runner(cell, N, T, D, H, rng, threads):
     dhs = torch.from_numpy(rng.standard_normal((N, T, H), dtype=np.float32))
 
     def run():
-        torch.set_num_threads(threads)
         module.zero_grad(set_to_none=False)
         xs.grad = None
         out, _ = module(xs)
@@ -112,18 +112,28 @@ def torch_runner(cell, N, T, D, H, rng, threads):
     return run
 
 
-def median_times(runners, min_time):
-    """Interleave the implementations so that load on the machine hits them alike."""
+def interleaved_samples(runners, min_time):
+    """Time the implementations in rounds, one run of each per round (in a rotating order), so that
+    load on the machine hits them alike. Returns the samples, aligned by round."""
     for run in runners.values():  # warm-up
         run()
-    samples = {name: [] for name in runners}
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or min(len(s) for s in samples.values()) < 5:
-        for name, run in runners.items():
+    names = list(runners)
+    samples = {name: [] for name in names}
+    start, rounds = time.perf_counter(), 0
+    while time.perf_counter() - start < min_time or rounds < 5:
+        for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
             t0 = time.perf_counter()
-            run()
+            runners[name]()
             samples[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(s)) for name, s in samples.items()}
+        rounds += 1
+    return {name: np.array(s) for name, s in samples.items()}
+
+
+def ratio(samples, slower, faster):
+    """Median over rounds of time(slower) / time(faster): neighbours in time saw the same load."""
+    if slower not in samples or faster not in samples:
+        return float("nan")
+    return float(np.median(samples[slower] / samples[faster]))
 
 
 def has_numba():
@@ -168,27 +178,33 @@ def main(argv=None):
         print(f"### Time{cell.upper()} forward+backward, float32\n")
         print(
             "| N, T, D, H | nprnn ms | numba ms | book ms | torch ms | torch 1t ms "
-            "| book/nprnn | book/numba | torch/nprnn | torch/numba | torch 1t/nprnn "
+            "| book/nprnn | book/numba | torch/nprnn | torch/numba | torch 1t/nprnn | torch 1t/numba "
             "| GFLOP/s nprnn, numba | of peak | load |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|" + "---:|" * 14)
         for N, T, D, H in grid:
-            runners = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
-            runners["torch"] = torch_runner(cell, N, T, D, H, rng, args.threads)
-            runners["torch 1t"] = torch_runner(cell, N, T, D, H, rng, 1)
+            nprnn = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
+            runners = {**nprnn, "torch": torch_runner(cell, N, T, D, H, rng)}
             if not args.no_book:
                 runners["book"] = book_runner(cell, N, T, D, H, rng)
-            t = median_times(runners, min_time)
-            accel.use("numpy")
+            samples = interleaved_samples(runners, min_time)
+            # torch with one thread in a second pass: switching torch's threads back and forth between
+            # runs changes how its 2-thread runs behave.
+            torch.set_num_threads(1)
+            single = interleaved_samples({**nprnn, "torch 1t": torch_runner(cell, N, T, D, H, rng)}, min_time)
             torch.set_num_threads(args.threads)
-            t.setdefault("numba", float("nan"))
-            t.setdefault("book", float("nan"))
+            accel.use("numpy")
+            t = {name: float(np.median(samples[name])) if name in samples else float("nan") for name in NAMES}
+            t["torch 1t"] = float(np.median(single["torch 1t"]))
+            r = {(a, b): ratio(samples, a, b) for a in ("book", "torch") for b in ("numpy", "numba")}
+            r.update({("torch 1t", b): ratio(single, "torch 1t", b) for b in ("numpy", "numba")})
             gflops = {b: flops(cell, N, T, D, H) / t[b] / 1e9 for b in ("numpy", "numba")}
             print(
                 f"| {N}, {T}, {D}, {H} | {t['numpy'] * 1e3:.2f} | {t['numba'] * 1e3:.2f} | {t['book'] * 1e3:.2f} "
                 f"| {t['torch'] * 1e3:.2f} | {t['torch 1t'] * 1e3:.2f} "
-                f"| {t['book'] / t['numpy']:.2f} | {t['book'] / t['numba']:.2f} "
-                f"| {t['torch'] / t['numpy']:.2f} | {t['torch'] / t['numba']:.2f} | {t['torch 1t'] / t['numpy']:.2f} "
+                f"| {r['book', 'numpy']:.2f} | {r['book', 'numba']:.2f} "
+                f"| {r['torch', 'numpy']:.2f} | {r['torch', 'numba']:.2f} "
+                f"| {r['torch 1t', 'numpy']:.2f} | {r['torch 1t', 'numba']:.2f} "
                 f"| {gflops['numpy']:.1f}, {gflops['numba']:.1f} "
                 f"| {gflops['numpy'] / peak:.0%}, {gflops['numba'] / peak:.0%} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
