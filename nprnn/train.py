@@ -33,7 +33,7 @@ PRESETS = {
     "tiny": dict(
         level="char", cell="lstm", embed=32, hidden=256, layers=1, dropout=0.0, tie_weights=False,
         optimizer="adam", lr=0.004, max_grad=1.0, schedule="plateau", decay=2.0,
-        epochs=4, batch_size=32, bptt=64, eval_batch_size=32, eval_bptt=64,
+        epochs=8, batch_size=32, bptt=64, eval_batch_size=32, eval_bptt=64,
     ),
     # the textbook's ch06 train_rnnlm.py: Rnnlm (LSTM 100/100), SGD lr 20, clip 0.25, 4 epochs
     "rnnlm": dict(
