@@ -6,14 +6,16 @@ nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 th
     python benchmarks/bench_rnn.py --quick         # fewer repeats
 
 nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
-("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS thread cap
-(one thread inside the time loops and for products under 1 GFLOP: NPRNN_BLAS_THREADS, nprnn/accel.py).
-PyTorch also runs with one thread ("torch 1t"), in a second interleaved pass, for reference.
+("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS threads
+("auto": one thread for products under 5 MFLOP, and for all products while other processes keep the
+machine busy; see nprnn/accel.py). PyTorch also runs with one thread ("torch 1t"), in a second
+interleaved pass, for reference.
 
 Prints a Markdown table of median times, ratios (>1 means nprnn is faster; each the median over
 rounds of the ratio of neighbouring runs) and the GFLOP/s nprnn achieves (from its median time) as a
 fraction of this machine's measured float32 matmul peak, and the 1-minute load average after each
-row. Times on a shared 2-core machine are noisy: read the ratios, and repeat the run.
+row with nprnn's verdict on it (busy: all products on one thread). Times on a shared 2-core machine
+are noisy: read the ratios, and repeat the run.
 """
 
 import argparse
@@ -152,7 +154,7 @@ def main(argv=None):
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
     parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
     parser.add_argument(
-        "--blas-threads", type=int, help="nprnn's BLAS thread cap (nprnn.accel.set_blas_threads; 0: no cap)"
+        "--blas-threads", help="nprnn's BLAS threads: auto (default), a cap n >= 1, or 0 (nprnn.accel.set_blas_threads)"
     )
     args = parser.parse_args(argv)
 
@@ -162,13 +164,13 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     if args.blas_threads is not None:
-        accel.set_blas_threads(args.blas_threads)
+        accel.set_blas_threads(args.blas_threads if args.blas_threads == "auto" else int(args.blas_threads))
     peak = matmul_peak()
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), BLAS {blas}")
-    print(f"nprnn BLAS thread cap: {accel.blas_threads() or 'none'}; numba: {has_numba()}")
+    print(f"nprnn BLAS threads: {accel.blas_threads()} (0: BLAS's own); numba: {has_numba()}")
     print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
     min_time = 0.5 if args.quick else 2.0
     rng = np.random.default_rng(0)
@@ -179,9 +181,9 @@ def main(argv=None):
         print(
             "| N, T, D, H | nprnn ms | numba ms | book ms | torch ms | torch 1t ms "
             "| book/nprnn | book/numba | torch/nprnn | torch/numba | torch 1t/nprnn | torch 1t/numba "
-            "| GFLOP/s nprnn, numba | of peak | load |"
+            "| GFLOP/s nprnn, numba | of peak | load | busy |"
         )
-        print("|---|" + "---:|" * 14)
+        print("|---|" + "---:|" * 14 + "---|")
         for N, T, D, H in grid:
             nprnn = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
             runners = {**nprnn, "torch": torch_runner(cell, N, T, D, H, rng)}
@@ -206,7 +208,8 @@ def main(argv=None):
                 f"| {r['torch', 'numpy']:.2f} | {r['torch', 'numba']:.2f} "
                 f"| {r['torch 1t', 'numpy']:.2f} | {r['torch 1t', 'numba']:.2f} "
                 f"| {gflops['numpy']:.1f}, {gflops['numba']:.1f} "
-                f"| {gflops['numpy'] / peak:.0%}, {gflops['numba'] / peak:.0%} | {os.getloadavg()[0]:.1f} |",
+                f"| {gflops['numpy'] / peak:.0%}, {gflops['numba'] / peak:.0%} | {os.getloadavg()[0]:.1f} "
+                f"| {'yes' if accel.machine_busy() else 'no'} |",
                 flush=True,
             )
         print()

@@ -1,5 +1,6 @@
 """Settings for the time layers ``TimeRNN``, ``TimeLSTM`` and ``TimeGRU``: an optional compiled accelerator
-for their time loops, and how many BLAS threads they use. Neither changes results beyond float rounding.
+for their time loops, and how many BLAS threads their matrix products use. Neither changes results
+beyond float rounding.
 
 Each time step of a recurrent layer is one small matrix product ``h_prev @ Wh`` plus a few elementwise
 operations on ``(N, H)`` arrays, and steps cannot overlap. Two things limit the speed of such a loop:
@@ -7,14 +8,17 @@ operations on ``(N, H)`` arrays, and steps cannot overlap. Two things limit the 
 - **Per-step overhead.** NumPy spends a call (about a microsecond) and a pass over memory on every
   elementwise operation: an LSTM step is a dozen of them. ``use("numba")`` replaces them by one fused,
   vectorised kernel per step (``nprnn/layers/_kernels.py``); the matrix products stay NumPy's.
-- **BLAS threads.** A multi-threaded BLAS call ends at a barrier where every thread waits for the
-  slowest. On a busy machine a waiting thread may not run for a whole scheduler time slice, and
-  OpenBLAS's threads spin meanwhile: measured on a loaded 2-core machine, a (64, 650) @ (650, 2600)
-  product took 48 ms of wall time (24 ms of CPU) with 2 threads against 6.5 ms (2.6 ms of CPU) with
-  one, and a time loop makes ``2 T`` such calls per forward+backward. OpenBLAS already goes
-  multi-threaded above about 0.5 MFLOP. So by default the time layers cap BLAS at one thread inside
-  their time loops and for the all-steps products (input projection, weight gradients) under
-  ``MIN_THREADED_FLOPS`` (1 GFLOP); larger products keep BLAS's own threads, which pay there.
+- **BLAS threads.** A multi-threaded BLAS call ends at barriers where every thread waits for the
+  slowest. On an idle 2-core machine 2 threads make a product 1.4x faster at 2.6 MFLOP and 1.8-2x
+  from 10 MFLOP up, but on a busy machine a waiting thread may not run for a whole scheduler time
+  slice while OpenBLAS's threads spin: measured with 5 other busy processes on 2 cores, a
+  (64, 650) @ (650, 2600) product took 48 ms of wall time (24 ms of CPU) with 2 threads against
+  6.5 ms (2.6 ms of CPU) with one, and a time loop makes ``2 T`` such calls per forward+backward.
+
+So, by default (``"auto"``), a product of the time layers runs on one BLAS thread if it has fewer than
+``SMALL_FLOPS`` (5 MFLOP) floating-point operations, or if the machine is busy: the 1-minute load
+average, less this process's own CPU use averaged the same way, is at least ``BUSY_LOAD`` (1), i.e.
+other processes keep about a core busy. Otherwise it gets BLAS's own threads.
 
 Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
 
@@ -22,21 +26,24 @@ Settings, read from the environment when ``nprnn.accel`` is first imported and c
     Fused numba kernels (``pip install nprnn[accel]``). numba is imported, and the kernels compiled
     (a few seconds, cached on disk afterwards), when this is selected. Unset, ``numpy`` or ``none``:
     pure NumPy, the default and the reference implementation.
-``NPRNN_BLAS_THREADS=1``, ``set_blas_threads(n)``
-    The cap described above: ``1`` (default) or any ``n``; ``0`` leaves BLAS alone everywhere (try it
-    on an idle many-core machine with large ``H``). Applied through ``threadpoolctl`` when it is
-    installed, otherwise it has no effect. While capped, the whole process's BLAS runs with ``n``
-    threads.
+``NPRNN_BLAS_THREADS=auto``, ``set_blas_threads(n)``
+    ``auto`` (default) as above; ``n >= 1``: every product of the time layers runs on at most ``n``
+    BLAS threads; ``0``: leave BLAS alone. Applied through ``threadpoolctl`` when it is installed,
+    otherwise it has no effect. While capped, the whole process's BLAS runs with the capped threads.
 """
 
+import math
 import os
 import threading
+import time
 import warnings
 
 BACKENDS = ("numpy", "numba")
 
-MIN_THREADED_FLOPS = 1e9  # products smaller than this run with blas_threads() threads
-_state = {"backend": "numpy", "kernels": None, "blas_threads": 1}
+SMALL_FLOPS = 5e6  # "auto": products smaller than this run on one BLAS thread
+BUSY_LOAD = 1.0  # "auto": other processes' load (runnable tasks) from which all products run on one thread
+_state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
+_load = {"checked": -math.inf, "busy": False, "wall": None, "cpu": 0.0, "own": 0.0}
 _blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
@@ -65,15 +72,36 @@ def kernels():
 
 
 def set_blas_threads(n):
-    """BLAS threads for the time loops and the products under ``MIN_THREADED_FLOPS``; ``0``: BLAS decides."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"nprnn.accel: BLAS threads must be an integer >= 0, got {n!r}")
+    """``"auto"``, a cap ``n >= 1`` on the BLAS threads of every product of the time layers, or ``0`` (no cap)."""
+    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ValueError(f"nprnn.accel: BLAS threads must be 'auto' or an integer >= 0, got {n!r}")
     _state["blas_threads"] = n
 
 
 def blas_threads():
-    """The number set by ``set_blas_threads`` (``0``: BLAS decides everywhere)."""
+    """The setting made by ``set_blas_threads``: ``"auto"``, a cap ``n >= 1``, or ``0`` (no cap)."""
     return _state["blas_threads"]
+
+
+def machine_busy():
+    """Whether other processes keep about a core busy: the 1-minute load average less this process's
+    own CPU use (an average with the same 1-minute time constant) is at least ``BUSY_LOAD``.
+    Re-evaluated at most once a second; False where there is no load average (Windows)."""
+    now = time.monotonic()
+    if now - _load["checked"] < 1.0:
+        return _load["busy"]
+    cpu = time.process_time()  # all of this process's threads, as the load average counts them
+    if _load["wall"] is not None:
+        elapsed = now - _load["wall"]
+        keep = math.exp(-elapsed / 60)
+        _load["own"] = keep * _load["own"] + (1 - keep) * (cpu - _load["cpu"]) / elapsed
+    _load["wall"], _load["cpu"], _load["checked"] = now, cpu, now
+    try:
+        others = os.getloadavg()[0] - _load["own"]
+    except (AttributeError, OSError):
+        others = 0.0
+    _load["busy"] = others >= BUSY_LOAD
+    return _load["busy"]
 
 
 def _blas_libraries():
@@ -87,17 +115,25 @@ def _blas_libraries():
     return _blas["libs"]
 
 
-class few_threads:
-    """``with few_threads(flops):`` caps BLAS at ``blas_threads()`` threads for a time loop (no ``flops``)
-    or for products of ``flops`` floating-point operations each, if under ``MIN_THREADED_FLOPS``;
-    larger products keep BLAS's own threads.
+def _cap(flops):
+    setting = _state["blas_threads"]
+    if setting != "auto":
+        return setting
+    return 1 if flops < SMALL_FLOPS or machine_busy() else 0
 
-    Re-entrant and thread-safe: the first context in saves BLAS's setting, the last one out restores it.
+
+class threads_for:
+    """``with threads_for(flops):`` runs matrix products of about ``flops`` floating-point operations
+    each with the BLAS threads the setting gives them (see the module docstring), then restores
+    BLAS's own setting.
+
+    Re-entrant and thread-safe: the first capping context in saves BLAS's setting and the last one out
+    restores it; a context inside a capping one keeps the outer cap.
     """
 
-    def __init__(self, flops=None):
-        n = _state["blas_threads"]
-        self.libs = _blas_libraries() if n and (flops is None or flops < MIN_THREADED_FLOPS) else ()
+    def __init__(self, flops):
+        self.cap = _cap(flops)
+        self.libs = _blas_libraries() if self.cap else ()
 
     def __enter__(self):
         if self.libs:
@@ -105,7 +141,7 @@ class few_threads:
                 if _blas["depth"] == 0:
                     _blas["saved"] = [lib.get_num_threads() for lib in self.libs]
                     for lib, saved in zip(self.libs, _blas["saved"]):
-                        lib.set_num_threads(min(_state["blas_threads"], saved))
+                        lib.set_num_threads(min(self.cap, saved))
                 _blas["depth"] += 1
         return self
 
@@ -124,13 +160,15 @@ def _from_environment():
         use(name or None)
     except (ImportError, ValueError) as err:
         warnings.warn(f"NPRNN_ACCEL={name!r} ignored, using NumPy: {err}", RuntimeWarning, stacklevel=3)
-    threads = os.environ.get("NPRNN_BLAS_THREADS", "").strip()
+    threads = os.environ.get("NPRNN_BLAS_THREADS", "").strip().lower()
     if threads:
         try:
-            set_blas_threads(int(threads))
+            set_blas_threads(threads if threads == "auto" else int(threads))
         except ValueError:
             warnings.warn(
-                f"NPRNN_BLAS_THREADS={threads!r} ignored: expected an integer >= 0", RuntimeWarning, stacklevel=3
+                f"NPRNN_BLAS_THREADS={threads!r} ignored: expected 'auto' or an integer >= 0",
+                RuntimeWarning,
+                stacklevel=3,
             )
 
 

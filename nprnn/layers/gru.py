@@ -172,7 +172,7 @@ class TimeGRU:
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.few_threads(2 * T * N * D * 3 * H):  # small products run on one BLAS thread
+        with accel.threads_for(2 * T * N * D * 3 * H):  # BLAS threads only where they pay
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
             gates = xs2 @ Wx
             gates += b
@@ -194,7 +194,7 @@ class TimeGRU:
         dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
         check_input("TimeGRU", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.few_threads(2 * T * N * self.D * 3 * H):
+        with accel.threads_for(2 * T * N * self.D * 3 * H):
             if accel.kernels() is not None:
                 dA, dA_n, dh = self._backward_loop_kernels(dhs, dh_final, steps)
             else:
@@ -211,14 +211,14 @@ class TimeGRU:
 
     def _forward_loop(self, gates, hs_all, hns, steps, dead):
         """The time loop of forward: ``gates[t]`` holds step t's input projection on entry and r, z, n
-        on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``. The loops run with few BLAS threads
-        (``nprnn.accel``)."""
+        on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``. BLAS threads as ``nprnn.accel`` decides for
+        the per-step product."""
         T, N, H3 = gates.shape
         H, Wh, bhn = self.H, self.params[1], self.params[3]
         rec = np.empty((N, H3), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         kernels = accel.kernels()
-        with accel.few_threads():
+        with accel.threads_for(2 * N * H * 3 * H):
             for t in range(T):
                 a, h_prev, h = gates[t], hs_all[t], hs_all[t + 1]
                 np.matmul(h_prev, Wh, out=rec)
@@ -265,7 +265,7 @@ class TimeGRU:
         dh_prev = np.empty((N, H), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.few_threads():
+        with accel.threads_for(2 * N * H * 3 * H):
             for t in range(T - 1, -1, -1):
                 dh_total = dh_totals[t]
                 np.add(dhs[:, t], dh, out=dh_total)
@@ -291,7 +291,7 @@ class TimeGRU:
         dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
         dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, idem
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.few_threads():
+        with accel.threads_for(2 * N * H * 3 * H):
             for t in range(T - 1, -1, -1):
                 kernels.gru_backward_step(
                     dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps

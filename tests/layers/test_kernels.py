@@ -298,19 +298,22 @@ def test_use_validates_the_backend_name():
         accel.use(previous)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", "all", True])
 def test_set_blas_threads_validates(bad):
-    with pytest.raises(ValueError, match="integer >= 0"):
+    with pytest.raises(ValueError, match="'auto' or an integer >= 0"):
         accel.set_blas_threads(bad)
 
 
 @pytest.fixture
 def blas_two_threads():
+    """NumPy's BLAS on 2 threads for the test, and nprnn's thread setting restored after it."""
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="the BLAS thread cap works through threadpoolctl")
+    previous = accel.blas_threads()
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        if blas_thread_counts() != [2] * len(blas_thread_counts()):
+        if set(blas_thread_counts()) != {2}:
             pytest.skip("this BLAS cannot run 2 threads here, so a cap to 1 would not show")
         yield
+    accel.set_blas_threads(previous)
 
 
 def blas_thread_counts():
@@ -319,40 +322,87 @@ def blas_thread_counts():
 
     blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     numpys = [lib for lib in blas if "numpy" in lib["filepath"]]
-    return [lib["num_threads"] for lib in numpys or blas]
+    return set(lib["num_threads"] for lib in numpys or blas)
 
 
-def test_few_threads_caps_small_work_and_restores(blas_two_threads):
-    previous = accel.blas_threads()
-    try:
-        accel.set_blas_threads(1)
-        with accel.few_threads():  # a time loop
-            assert blas_thread_counts() == [1] * len(blas_thread_counts())
-            with accel.few_threads(1e6):  # nested: the outer context restores
-                pass
-            assert set(blas_thread_counts()) == {1}
-        assert set(blas_thread_counts()) == {2}
-        with accel.few_threads(accel.MIN_THREADED_FLOPS - 1):
-            assert set(blas_thread_counts()) == {1}
-        with accel.few_threads(accel.MIN_THREADED_FLOPS):  # large products keep BLAS's threads
-            assert set(blas_thread_counts()) == {2}
-        accel.set_blas_threads(0)  # no cap at all
-        with accel.few_threads():
-            assert set(blas_thread_counts()) == {2}
-    finally:
-        accel.set_blas_threads(previous)
+def test_threads_for_fixed_settings(blas_two_threads):
+    accel.set_blas_threads(1)
+    for flops in (1e3, 1e12):
+        with accel.threads_for(flops):
+            assert blas_thread_counts() == {1}
+        assert blas_thread_counts() == {2}
+    accel.set_blas_threads(0)  # no cap at all
+    with accel.threads_for(1e3):
+        assert blas_thread_counts() == {2}
+
+
+def test_threads_for_auto(blas_two_threads, monkeypatch):
+    accel.set_blas_threads("auto")
+    monkeypatch.setattr(accel, "machine_busy", lambda: False)
+    with accel.threads_for(accel.SMALL_FLOPS - 1):  # small products: one thread
+        assert blas_thread_counts() == {1}
+        with accel.threads_for(1e12):  # nested: keeps the outer cap
+            assert blas_thread_counts() == {1}
+        assert blas_thread_counts() == {1}
+    assert blas_thread_counts() == {2}
+    with accel.threads_for(accel.SMALL_FLOPS):  # large products on an idle machine: BLAS's threads
+        assert blas_thread_counts() == {2}
+        with accel.threads_for(1e3):
+            assert blas_thread_counts() == {1}
+        assert blas_thread_counts() == {2}
+    monkeypatch.setattr(accel, "machine_busy", lambda: True)
+    with accel.threads_for(1e12):  # on a busy machine every product runs on one thread
+        assert blas_thread_counts() == {1}
+    assert blas_thread_counts() == {2}
 
 
 def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
+    accel.set_blas_threads(1)
     for kind in KINDS:
         layer = random_layer(kind, np.random.default_rng(0), 2, 3)
         layer.forward(np.zeros((2, 4, 2)))
         layer.backward(np.ones((2, 4, 3)))
-        assert set(blas_thread_counts()) == {2}, kind
+        assert blas_thread_counts() == {2}, kind
     with pytest.raises(RuntimeError, match="inside"):
-        with accel.few_threads():
+        with accel.threads_for(1e3):
             raise RuntimeError("inside")
-    assert set(blas_thread_counts()) == {2}
+    assert blas_thread_counts() == {2}
+
+
+class FakeClock:
+    """Stands in for the time module in nprnn.accel: wall and CPU time advance as the test says."""
+
+    def __init__(self):
+        self.wall, self.cpu = 1000.0, 0.0
+
+    def monotonic(self):
+        return self.wall
+
+    def process_time(self):
+        return self.cpu
+
+
+def test_machine_busy_subtracts_this_process_own_load(monkeypatch):
+    clock, load = FakeClock(), [0.0]
+    monkeypatch.setattr(accel, "time", clock)
+    monkeypatch.setattr(accel.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    monkeypatch.setattr(accel, "_load", {"checked": -np.inf, "busy": False, "wall": None, "cpu": 0.0, "own": 0.0})
+
+    def after(seconds, cpu_rate, load_average):
+        clock.wall += seconds
+        clock.cpu += seconds * cpu_rate
+        load[0] = load_average
+        return accel.machine_busy()
+
+    assert not after(0, 0, 0.5)  # idle machine
+    assert after(2, 0, 1.5)  # another process keeps a core and a half busy
+    assert after(0.5, 0, 0.0)  # re-evaluated at most once a second: still the last answer
+    for _ in range(600):  # ten minutes of this process alone on two threads: load 2, all its own
+        busy = after(1, 2.0, 2.0)
+    assert not busy
+    assert after(1, 2.0, 3.5)  # plus another busy process
+    monkeypatch.delattr(accel.os, "getloadavg")  # no load average (Windows)
+    assert not after(1, 0, 0)
 
 
 def python(code, **env):
@@ -363,14 +413,12 @@ def python(code, **env):
 
 
 def test_environment_variables_select_backend_and_threads():
-    done = python(
-        "import nprnn.accel as a; print(a.backend(), a.blas_threads())", NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0"
-    )
+    show = "import nprnn.accel as a; print(a.backend(), a.blas_threads())"
+    assert python(show).stdout.split() == ["numpy", "auto"]  # the defaults
+    done = python(show, NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0")
     assert done.stdout.split() == ["numba", "0"]
-    done = python(
-        "import nprnn.accel as a; print(a.backend(), a.blas_threads())", NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x"
-    )
-    assert done.stdout.split() == ["numpy", "1"]
+    done = python(show, NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x")
+    assert done.stdout.split() == ["numpy", "auto"]
     assert "NPRNN_ACCEL='cuda' ignored" in done.stderr and "NPRNN_BLAS_THREADS='x' ignored" in done.stderr
 
 
