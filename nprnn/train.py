@@ -215,6 +215,52 @@ def set_params(model, params, where):
         p[...] = new
 
 
+# ---------------------------------------------------------------- pieces both trainers share
+
+
+def optimizer_to_checkpoint(optimizer):
+    """(arrays, scalars) of an optimizer's state: arrays go into the ``.npz`` as ``opt/<key>``,
+    the scalars into the JSON metadata."""
+    arrays, scalars = {}, {}
+    for key, value in optimizer.state_dict().items():
+        if isinstance(value, np.ndarray):
+            arrays[f"opt/{key}"] = value
+        else:
+            scalars[key] = value
+    return arrays, scalars
+
+
+def optimizer_from_checkpoint(optimizer, arrays, scalars):
+    """Inverse of ``optimizer_to_checkpoint``: load the state into ``optimizer``."""
+    state = dict(scalars)
+    state.update({k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")})
+    optimizer.load_state_dict(state)
+
+
+def progress_bar(enabled, total, initial, desc):
+    """A tqdm bar over the batches of an epoch, or None when disabled or tqdm is not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def write_metrics(out_dir, history, log_format="jsonl"):
+    """The per-epoch records as ``metrics.jsonl`` (one JSON object a line) or ``metrics.csv``, replaced atomically."""
+    if log_format == "csv":
+        keys = list(history[0])
+        lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in history]
+        text, name = "\n".join(lines) + "\n", "metrics.csv"
+    else:
+        text, name = "".join(json.dumps(r) + "\n" for r in history), "metrics.jsonl"
+    tmp = Path(out_dir) / (name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(Path(out_dir) / name)
+
+
 # ---------------------------------------------------------------- the trainer
 
 
@@ -299,12 +345,7 @@ class Trainer:
 
     def save(self, path=None):
         """Everything needed to continue exactly where the run is now."""
-        arrays, scalars = {}, {}
-        for key, value in self.optimizer.state_dict().items():
-            if isinstance(value, np.ndarray):
-                arrays[f"opt/{key}"] = value
-            else:
-                scalars[key] = value
+        arrays, scalars = optimizer_to_checkpoint(self.optimizer)
         state, rngs, parallel_meta = self.model.get_state(), [rng_state(r) for r in self.model.dropout_rngs()], {}
         if self.parallel is not None:  # collective: every rank gets here, rank 0 writes the full state
             state, parallel_meta = self.parallel.gather_checkpoint(state, rngs)
@@ -336,9 +377,7 @@ class Trainer:
             raise CheckpointError(f"{where}: cannot resume from its training state ({problem})") from None
 
     def _restore(self, arrays, meta, where):
-        opt_state = dict(meta["optimizer"])
-        opt_state.update({k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")})
-        self.optimizer.load_state_dict(opt_state)
+        optimizer_from_checkpoint(self.optimizer, arrays, meta["optimizer"])
         if self.schedule is not None and meta["schedule"] is not None:
             self.schedule.load_state_dict(meta["schedule"])
         rngs = self.model.dropout_rngs()
@@ -407,7 +446,7 @@ class Trainer:
                 model.reset_state()
             p.epoch_loss, p.epoch_seconds = 0.0, 0.0
         words_per_batch = c.batch_size * c.bptt
-        bar = self._bar(p.epoch, p.iteration)
+        bar = progress_bar(self.progress_bar, self.iters_per_epoch, p.iteration, f"epoch {p.epoch + 1}/{c.epochs}")
         start, seconds_before, done_here = time.perf_counter(), p.epoch_seconds, 0
         for xs, ts in self.batches.epoch(p.epoch, start=p.iteration):
             if p.iteration >= self.iters_per_epoch:
@@ -468,32 +507,8 @@ class Trainer:
             )
         self.save()
         if root:
-            self._write_metrics()
+            write_metrics(self.out_dir, p.history, self.log_format)
             self._plot()
-
-    def _bar(self, epoch, initial):
-        if not self.progress_bar:
-            return None
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return None
-        return tqdm(
-            total=self.iters_per_epoch, initial=initial, desc=f"epoch {epoch + 1}/{self.config.epochs}",
-            unit="batch", leave=False, dynamic_ncols=True,
-        )  # fmt: skip
-
-    def _write_metrics(self):
-        history = self.progress.history
-        if self.log_format == "csv":
-            keys = list(history[0])
-            lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in history]
-            text, name = "\n".join(lines) + "\n", "metrics.csv"
-        else:
-            text, name = "".join(json.dumps(r) + "\n" for r in history), "metrics.jsonl"
-        tmp = self.out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(self.out_dir / name)
 
     def _plot(self):
         try:

@@ -19,7 +19,6 @@ The ``nprnn seq2seq train|eval|translate`` commands are defined here (``add_seq2
 """
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -33,7 +32,14 @@ from nprnn import optim
 from nprnn.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nprnn.data.seq2seq import BOOK_DATASETS, Seq2seqData, Seq2seqDataError, load_seq2seq, resolve_seq2seq_path
 from nprnn.models.seq2seq import AttentionSeq2seq, PeekySeq2seq, Seq2seq, plot_attention
-from nprnn.train import NumericError, set_params
+from nprnn.train import (
+    NumericError,
+    optimizer_from_checkpoint,
+    optimizer_to_checkpoint,
+    progress_bar,
+    set_params,
+    write_metrics,
+)
 
 CHECKPOINT_KIND = "nprnn-seq2seq"
 MODELS = {"seq2seq": Seq2seq, "peeky": PeekySeq2seq, "attention": AttentionSeq2seq}
@@ -329,12 +335,7 @@ class Seq2seqTrainer:
 
     def save(self, path=None):
         """Everything needed to continue exactly where the run is now."""
-        arrays, scalars = {}, {}
-        for key, value in self.optimizer.state_dict().items():
-            if isinstance(value, np.ndarray):
-                arrays[f"opt/{key}"] = value
-            else:
-                scalars[key] = value
+        arrays, scalars = optimizer_to_checkpoint(self.optimizer)
         p = self.progress
         meta = {
             "train": asdict(self.config),
@@ -355,9 +356,7 @@ class Seq2seqTrainer:
         """Load the training state of a checkpoint (the model's parameters are already loaded)."""
         if meta.get("progress") is None or meta.get("rng") is None:
             raise ValueError(f"{where}: holds a model but no training state; cannot resume from it")
-        opt_state = dict(meta["optimizer"])
-        opt_state.update({k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")})
-        self.optimizer.load_state_dict(opt_state)
+        optimizer_from_checkpoint(self.optimizer, arrays, meta["optimizer"])
         set_rng_state(self.shuffle_rng, meta["rng"])
         self._epoch_rng_state = meta["rng"]
         self.progress = Progress(**meta["progress"])
@@ -410,7 +409,7 @@ class Seq2seqTrainer:
         # On resume mid-epoch the generator was set back to the epoch's start: same permutation.
         self._epoch_rng_state = rng_state(self.shuffle_rng)
         order = self.shuffle_rng.permutation(len(data.x_train))
-        bar = self._bar(p.epoch, p.iteration)
+        bar = progress_bar(self.progress_bar, self.iters_per_epoch, p.iteration, f"epoch {p.epoch + 1}/{c.epochs}")
         start, seconds_before = time.perf_counter(), p.epoch_seconds
         while p.iteration < self.iters_per_epoch:
             rows = order[p.iteration * c.batch_size : (p.iteration + 1) * c.batch_size]
@@ -454,7 +453,7 @@ class Seq2seqTrainer:
         p.epoch, p.iteration = p.epoch + 1, 0
         self.save()
         if self.parallel is None or self.parallel.is_root:
-            self._write_metrics()
+            write_metrics(self.out_dir, p.history)
             self._plot()
 
     def evaluate(self):
@@ -466,23 +465,6 @@ class Seq2seqTrainer:
         rows = self.parallel.shard(len(x))
         right = count_exact(self.model, x[rows], t[rows], c.beam, c.eval_batch_size)
         return self.parallel.sum(float(right)) / len(x)
-
-    def _bar(self, epoch, initial):
-        if not self.progress_bar:
-            return None
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return None
-        return tqdm(
-            total=self.iters_per_epoch, initial=initial, desc=f"epoch {epoch + 1}/{self.config.epochs}",
-            unit="batch", leave=False, dynamic_ncols=True,
-        )  # fmt: skip
-
-    def _write_metrics(self):
-        tmp = self.out_dir / "metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.progress.history))
-        tmp.replace(self.out_dir / "metrics.jsonl")
 
     def _plot(self):
         try:
