@@ -19,9 +19,10 @@ It takes little: with one other busy process on an otherwise idle 2-core machine
 24 ms with 2 threads against 2.3 ms with one, and a 10 MFLOP one 16 ms against 0.12 ms.
 
 So, by default (``"auto"``), a product of the time layers runs on one BLAS thread if it has fewer than
-``SMALL_FLOPS`` (5 MFLOP) floating-point operations, or if the machine is busy: the 1-minute load
-average, less this process's own CPU use averaged the same way, is at least ``BUSY_LOAD`` (0.5), i.e.
-other processes keep half a core busy. Otherwise it gets BLAS's own threads.
+``SMALL_FLOPS`` (5 MFLOP) floating-point operations, or if the machine is busy: other processes'
+runnable tasks, averaged over about 5 seconds, are at least ``BUSY_LOAD`` (0.5), i.e. they keep half
+a core busy (read from Linux's /proc; elsewhere the machine never counts as busy). Otherwise it gets
+BLAS's own threads.
 
 Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
 
@@ -46,7 +47,7 @@ BACKENDS = ("numpy", "numba")
 SMALL_FLOPS = 5e6  # "auto": products smaller than this run on one BLAS thread
 BUSY_LOAD = 0.5  # "auto": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
-_load = {"checked": -math.inf, "busy": False, "wall": None, "cpu": 0.0, "own": 0.0}
+_load = {"checked": -math.inf, "busy": False, "others": 0.0}
 _blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
@@ -87,24 +88,33 @@ def blas_threads():
 
 
 def machine_busy():
-    """Whether other processes keep half a core busy: the 1-minute load average less this process's
-    own CPU use (an average with the same 1-minute time constant) is at least ``BUSY_LOAD``.
-    Re-evaluated at most once a second; False where there is no load average (Windows)."""
+    """Whether other processes keep half a core busy: the number of runnable tasks on the machine that
+    are not threads of this process, averaged over about 5 seconds, is at least ``BUSY_LOAD``.
+    Sampled at most once a second; False where it cannot be read (it needs Linux's /proc)."""
     now = time.monotonic()
     if now - _load["checked"] < 1.0:
         return _load["busy"]
-    cpu = time.process_time()  # all of this process's threads, as the load average counts them
-    if _load["wall"] is not None:
-        elapsed = now - _load["wall"]
-        keep = math.exp(-elapsed / 60)
-        _load["own"] = keep * _load["own"] + (1 - keep) * (cpu - _load["cpu"]) / elapsed
-    _load["wall"], _load["cpu"], _load["checked"] = now, cpu, now
-    try:
-        others = os.getloadavg()[0] - _load["own"]
-    except (AttributeError, OSError):
-        others = 0.0
-    _load["busy"] = others >= BUSY_LOAD
+    sample = _others_running()
+    if sample is not None:
+        keep = math.exp(-(now - _load["checked"]) / 5)  # 0 on the first sample
+        _load["others"] = keep * _load["others"] + (1 - keep) * sample
+    _load["checked"], _load["busy"] = now, sample is not None and _load["others"] >= BUSY_LOAD
     return _load["busy"]
+
+
+def _others_running():
+    """Runnable tasks right now that are not threads of this process, or None without Linux's /proc.
+    (The load average would do too, but it lags by a minute and counts this process's own threads.)"""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])  # "0.52 0.58 0.59 3/407 12345"
+        own = 0
+        for task in os.scandir("/proc/self/task"):
+            with open(os.path.join(task.path, "stat")) as f:
+                own += f.read().rpartition(")")[2].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(running - own, 0)
 
 
 def _blas_libraries():

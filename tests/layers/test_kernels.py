@@ -10,6 +10,7 @@ test_lstm.py and test_gru.py.
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -375,39 +376,49 @@ def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
 
 
 class FakeClock:
-    """Stands in for the time module in nprnn.accel: wall and CPU time advance as the test says."""
+    """Stands in for the time module in nprnn.accel: the test moves the clock."""
 
     def __init__(self):
-        self.wall, self.cpu = 1000.0, 0.0
+        self.now = 1000.0
 
     def monotonic(self):
-        return self.wall
-
-    def process_time(self):
-        return self.cpu
+        return self.now
 
 
-def test_machine_busy_subtracts_this_process_own_load(monkeypatch):
-    clock, load = FakeClock(), [0.0]
+def test_machine_busy_averages_other_processes_runnable_tasks(monkeypatch):
+    clock, others = FakeClock(), [0]
     monkeypatch.setattr(accel, "time", clock)
-    monkeypatch.setattr(accel.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
-    monkeypatch.setattr(accel, "_load", {"checked": -np.inf, "busy": False, "wall": None, "cpu": 0.0, "own": 0.0})
+    monkeypatch.setattr(accel, "_others_running", lambda: others[0])
+    monkeypatch.setattr(accel, "_load", {"checked": -np.inf, "busy": False, "others": 0.0})
 
-    def after(seconds, cpu_rate, load_average):
-        clock.wall += seconds
-        clock.cpu += seconds * cpu_rate
-        load[0] = load_average
+    def after(seconds, running):
+        clock.now += seconds
+        others[0] = running
         return accel.machine_busy()
 
-    assert not after(0, 0, 0.3)  # idle machine
-    assert after(2, 0, 1.0)  # another process keeps a core busy
-    assert after(0.5, 0, 0.0)  # re-evaluated at most once a second: still the last answer
-    for _ in range(600):  # ten minutes of this process alone on two threads: load 2, all its own
-        busy = after(1, 2.0, 2.0)
-    assert not busy
-    assert after(1, 2.0, 3.0)  # plus another busy process
-    monkeypatch.delattr(accel.os, "getloadavg")  # no load average (Windows)
-    assert not after(1, 0, 0)
+    assert after(0, 1)  # another process keeps a core busy: the first sample counts in full
+    assert after(0.5, 0)  # re-evaluated at most once a second: still the last answer
+    assert after(0.6, 0)  # averaged: one idle sample after a busy one is not enough
+    assert not after(20, 0)  # idle machine
+    assert not after(1, 1)  # nor is one busy sample after a long idle spell
+    for _ in range(10):
+        busy = after(1, 1)
+    assert busy
+    others[0] = None  # no /proc
+    assert not after(1, None)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counting runnable tasks needs Linux's /proc")
+def test_others_running_sees_a_busy_process():
+    threads_before = accel._others_running()
+    assert threads_before is not None and threads_before >= 0
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert min(accel._others_running() for _ in range(5)) >= 1  # the burner is always runnable
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 def python(code, **env):
