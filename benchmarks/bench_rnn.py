@@ -7,7 +7,7 @@ nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 th
 
 nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
 ("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS threads
-("auto": one thread for products under 5 MFLOP, and for all products while other processes keep the
+("auto": one thread for products under 2 MFLOP, and for all products while other processes keep the
 machine busy; see nprnn/accel.py). PyTorch also runs with one thread ("torch 1t"), in a second
 interleaved pass, for reference.
 

@@ -19,7 +19,7 @@ It takes little: with one other busy process on an otherwise idle 2-core machine
 24 ms with 2 threads against 2.3 ms with one, and a 10 MFLOP one 16 ms against 0.12 ms.
 
 So, by default (``"auto"``), a product of the time layers runs on one BLAS thread if it has fewer than
-``SMALL_FLOPS`` (5 MFLOP) floating-point operations, or if the machine is busy: other processes'
+``SMALL_FLOPS`` (2 MFLOP) floating-point operations, or if the machine is busy: other processes'
 runnable tasks, averaged over about 5 seconds, are at least ``BUSY_LOAD`` (0.5), i.e. they keep half
 a core busy (read from Linux's /proc; elsewhere the machine never counts as busy). Otherwise it gets
 BLAS's own threads.
@@ -44,7 +44,7 @@ import warnings
 
 BACKENDS = ("numpy", "numba")
 
-SMALL_FLOPS = 5e6  # "auto": products smaller than this run on one BLAS thread
+SMALL_FLOPS = 2e6  # "auto": products smaller than this run on one BLAS thread
 BUSY_LOAD = 0.5  # "auto": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
