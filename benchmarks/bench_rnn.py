@@ -1,5 +1,6 @@
 """Time forward+backward of the recurrent time layers, side by side in one run:
 nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 threads), float32.
+PyTorch runs in a process of its own (see TorchProcess), timed in the same interleaved rounds.
 
     python benchmarks/bench_rnn.py                 # TimeRNN on the default grid
     python benchmarks/bench_rnn.py --cell lstm gru # other cells
@@ -7,9 +8,9 @@ nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 th
 
 nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
 ("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS threads
-("auto": one thread for products under 2 MFLOP, and for all products while other processes keep the
-machine busy; see nprnn/accel.py). PyTorch also runs with one thread ("torch 1t"), in a second
-interleaved pass, for reference.
+("auto": one thread for calls whose per-step product is under 1.5 MFLOP, and for all calls while
+other processes keep the machine busy; see nprnn/accel.py). PyTorch also runs with one thread
+("torch 1t", a third process), in a second interleaved pass, for reference.
 
 Prints a Markdown table of median times, ratios (>1 means nprnn is faster; each the median over
 rounds of the ratio of neighbouring runs) and the GFLOP/s nprnn achieves (from its median time) as a
@@ -114,9 +115,58 @@ def torch_runner(cell, N, T, D, H, rng):
     return run
 
 
+def _torch_worker(conn, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    run = None
+    while True:
+        message = conn.recv()
+        if message[0] == "prepare":
+            run = torch_runner(*message[1:], np.random.default_rng(0))
+            run()  # warm-up
+            conn.send(None)
+        elif message[0] == "run":
+            t0 = time.perf_counter()
+            run()
+            conn.send(time.perf_counter() - t0)
+        else:
+            return
+
+
+class TorchProcess:
+    """PyTorch in a process of its own, timed in the rounds of the main process. In one process, its
+    OpenMP threads and NumPy's OpenBLAS threads spin after their parallel work and slow each other
+    down (measured: torch.nn.LSTM (10, 5, 100, 100) 4.5 ms instead of 0.8 ms next to threaded NumPy
+    products, and nprnn 3.5 ms instead of 0.5 ms next to torch), which no user of either meets."""
+
+    def __init__(self, threads):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_torch_worker, args=(child, threads), daemon=True)
+        self.process.start()
+
+    def runner(self, cell, N, T, D, H):
+        self.conn.send(("prepare", cell, N, T, D, H))
+        self.conn.recv()
+
+        def run():
+            self.conn.send(("run",))
+            return self.conn.recv()  # the worker's own timing: no pipe latency
+
+        return run
+
+    def close(self):
+        self.conn.send(("stop",))
+        self.process.join()
+
+
 def interleaved_samples(runners, min_time):
     """Time the implementations in rounds, one run of each per round (in a rotating order), so that
-    load on the machine hits them alike. Returns the samples, aligned by round."""
+    load on the machine hits them alike. A runner may return its own timing (else it is timed here).
+    Returns the samples, aligned by round."""
     for run in runners.values():  # warm-up
         run()
     names = list(runners)
@@ -125,8 +175,8 @@ def interleaved_samples(runners, min_time):
     while time.perf_counter() - start < min_time or rounds < 5:
         for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
             t0 = time.perf_counter()
-            runners[name]()
-            samples[name].append(time.perf_counter() - t0)
+            own = runners[name]()
+            samples[name].append(time.perf_counter() - t0 if own is None else own)
         rounds += 1
     return {name: np.array(s) for name, s in samples.items()}
 
@@ -158,20 +208,20 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    import torch
+    from importlib.metadata import version
 
     from nprnn import accel
 
-    torch.set_num_threads(args.threads)
     if args.blas_threads is not None:
         accel.set_blas_threads(args.blas_threads if args.blas_threads == "auto" else int(args.blas_threads))
     peak = matmul_peak()
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
-    print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), BLAS {blas}")
+    print(f"numpy {np.__version__}, torch {version('torch')} ({args.threads} threads), BLAS {blas}")
     print(f"nprnn BLAS threads: {accel.blas_threads()} (0: BLAS's own); numba: {has_numba()}")
     print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
+    torch2, torch1 = TorchProcess(args.threads), TorchProcess(1)
     min_time = 0.5 if args.quick else 2.0
     rng = np.random.default_rng(0)
     grid = GRID if args.sizes is None else [GRID[i] for i in args.sizes]
@@ -186,15 +236,11 @@ def main(argv=None):
         print("|---|" + "---:|" * 14 + "---|")
         for N, T, D, H in grid:
             nprnn = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
-            runners = {**nprnn, "torch": torch_runner(cell, N, T, D, H, rng)}
+            runners = {**nprnn, "torch": torch2.runner(cell, N, T, D, H)}
             if not args.no_book:
                 runners["book"] = book_runner(cell, N, T, D, H, rng)
             samples = interleaved_samples(runners, min_time)
-            # torch with one thread in a second pass: switching torch's threads back and forth between
-            # runs changes how its 2-thread runs behave.
-            torch.set_num_threads(1)
-            single = interleaved_samples({**nprnn, "torch 1t": torch_runner(cell, N, T, D, H, rng)}, min_time)
-            torch.set_num_threads(args.threads)
+            single = interleaved_samples({**nprnn, "torch 1t": torch1.runner(cell, N, T, D, H)}, min_time)
             accel.use("numpy")
             t = {name: float(np.median(samples[name])) if name in samples else float("nan") for name in NAMES}
             t["torch 1t"] = float(np.median(single["torch 1t"]))
@@ -213,6 +259,8 @@ def main(argv=None):
                 flush=True,
             )
         print()
+    torch2.close()
+    torch1.close()
 
 
 if __name__ == "__main__":

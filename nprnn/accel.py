@@ -18,11 +18,16 @@ operations on ``(N, H)`` arrays, and steps cannot overlap. Two things limit the 
 It takes little: with one other busy process on an otherwise idle 2-core machine, that product took
 24 ms with 2 threads against 2.3 ms with one, and a 10 MFLOP one 16 ms against 0.12 ms.
 
-So, by default (``"auto"``), a product of the time layers runs on one BLAS thread if it has fewer than
-``SMALL_FLOPS`` (2 MFLOP) floating-point operations, or if the machine is busy: other processes'
-runnable tasks, averaged over about 5 seconds, are at least ``BUSY_LOAD`` (0.5), i.e. they keep half
-a core busy (read from Linux's /proc; elsewhere the machine never counts as busy). Otherwise it gets
-BLAS's own threads.
+So, by default (``"auto"``), a forward or backward call of a time layer runs all its products, the
+per-step ones and the all-steps ones (input projection, weight gradients), on one BLAS thread if its
+per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations, or if the
+machine is busy: other processes' runnable tasks, averaged over about 5 seconds, are at least
+``BUSY_LOAD`` (0.5), i.e. they keep half a core busy (read from Linux's /proc; elsewhere the machine
+never counts as busy). Otherwise BLAS uses its own threads. Below 1.5 MFLOP OpenBLAS keeps a product on
+one thread anyway, and threading only the all-steps products of such a call does not pay either: their
+threads spin between them, against the rest of the call and other processes' threads (measured next
+to a torch process on the idle machine: TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one
+thread).
 
 Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
 
@@ -44,7 +49,7 @@ import warnings
 
 BACKENDS = ("numpy", "numba")
 
-SMALL_FLOPS = 2e6  # "auto": products smaller than this run on one BLAS thread
+SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
 BUSY_LOAD = 0.5  # "auto": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
@@ -136,9 +141,9 @@ def _cap(flops):
 
 
 class threads_for:
-    """``with threads_for(flops):`` runs matrix products of about ``flops`` floating-point operations
-    each with the BLAS threads the setting gives them (see the module docstring), then restores
-    BLAS's own setting.
+    """``with threads_for(flops):`` runs the products inside with the BLAS threads the setting gives a
+    time-layer call whose per-step product has ``flops`` floating-point operations (see the module
+    docstring), then restores BLAS's own setting.
 
     Re-entrant and thread-safe: the first capping context in saves BLAS's setting and the last one out
     restores it; a context inside a capping one keeps the outer cap.

@@ -172,7 +172,7 @@ class TimeGRU:
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for(2 * T * N * D * 3 * H):  # BLAS threads only where they pay
+        with accel.threads_for(2 * N * H * 3 * H):  # BLAS threads, judged by the per-step product
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
             gates = xs2 @ Wx
             gates += b
@@ -194,7 +194,7 @@ class TimeGRU:
         dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
         check_input("TimeGRU", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.threads_for(2 * T * N * self.D * 3 * H):
+        with accel.threads_for(2 * N * H * 3 * H):
             if accel.kernels() is not None:
                 dA, dA_n, dh = self._backward_loop_kernels(dhs, dh_final, steps)
             else:
@@ -211,33 +211,31 @@ class TimeGRU:
 
     def _forward_loop(self, gates, hs_all, hns, steps, dead):
         """The time loop of forward: ``gates[t]`` holds step t's input projection on entry and r, z, n
-        on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``. BLAS threads as ``nprnn.accel`` decides for
-        the per-step product."""
+        on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``."""
         T, N, H3 = gates.shape
         H, Wh, bhn = self.H, self.params[1], self.params[3]
         rec = np.empty((N, H3), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         kernels = accel.kernels()
-        with accel.threads_for(2 * N * H * 3 * H):
-            for t in range(T):
-                a, h_prev, h = gates[t], hs_all[t], hs_all[t + 1]
-                np.matmul(h_prev, Wh, out=rec)
-                if kernels is not None:  # all of the step's elementwise work in one call
-                    kernels.gru_forward_step(a, rec, bhn, h_prev, h, hns[t], t, steps)
-                    continue
-                rz = a[:, : 2 * H]
-                rz += rec[:, : 2 * H]
-                _sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
-                r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-                np.add(rec[:, 2 * H :], bhn, out=hns[t])
-                np.multiply(r, hns[t], out=scratch)
-                n += scratch
-                np.tanh(n, out=n)
-                np.subtract(h_prev, n, out=h)  # h = n + z * (h_prev - n)
-                h *= z
-                h += n
-                if dead is not None:  # finished rows keep their last state
-                    np.copyto(h, h_prev, where=dead[t][:, None])
+        for t in range(T):
+            a, h_prev, h = gates[t], hs_all[t], hs_all[t + 1]
+            np.matmul(h_prev, Wh, out=rec)
+            if kernels is not None:  # all of the step's elementwise work in one call
+                kernels.gru_forward_step(a, rec, bhn, h_prev, h, hns[t], t, steps)
+                continue
+            rz = a[:, : 2 * H]
+            rz += rec[:, : 2 * H]
+            _sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
+            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+            np.add(rec[:, 2 * H :], bhn, out=hns[t])
+            np.multiply(r, hns[t], out=scratch)
+            n += scratch
+            np.tanh(n, out=n)
+            np.subtract(h_prev, n, out=h)  # h = n + z * (h_prev - n)
+            h *= z
+            h += n
+            if dead is not None:  # finished rows keep their last state
+                np.copyto(h, h_prev, where=dead[t][:, None])
 
     def _backward_loop(self, dhs, dh_final, dead):
         """The time loop of backward in NumPy. Returns ``dA: (T, N, 3H)``, the gradient of the
@@ -265,18 +263,17 @@ class TimeGRU:
         dh_prev = np.empty((N, H), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.threads_for(2 * N * H * 3 * H):
-            for t in range(T - 1, -1, -1):
-                dh_total = dh_totals[t]
-                np.add(dhs[:, t], dh, out=dh_total)
-                da = dA[t].reshape(N, 3, H)
-                np.multiply(da, dh_total[:, None, :], out=da)
-                np.matmul(dA[t], WhT, out=dh_prev)
-                np.multiply(dh_total, z[t], out=scratch)  # h_t depends on h_{t-1} directly through z
-                dh_prev += scratch
-                if dead is not None:  # a finished row's state was copied, so is its gradient
-                    np.copyto(dh_prev, dh, where=dead[t][:, None])
-                dh, dh_prev = dh_prev, dh
+        for t in range(T - 1, -1, -1):
+            dh_total = dh_totals[t]
+            np.add(dhs[:, t], dh, out=dh_total)
+            da = dA[t].reshape(N, 3, H)
+            np.multiply(da, dh_total[:, None, :], out=da)
+            np.matmul(dA[t], WhT, out=dh_prev)
+            np.multiply(dh_total, z[t], out=scratch)  # h_t depends on h_{t-1} directly through z
+            dh_prev += scratch
+            if dead is not None:  # a finished row's state was copied, so is its gradient
+                np.copyto(dh_prev, dh, where=dead[t][:, None])
+            dh, dh_prev = dh_prev, dh
         dh_totals *= dn_factor
         return dA, dh_totals, dh
 
@@ -291,11 +288,10 @@ class TimeGRU:
         dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
         dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, idem
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.threads_for(2 * N * H * 3 * H):
-            for t in range(T - 1, -1, -1):
-                kernels.gru_backward_step(
-                    dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps
-                )
-                np.matmul(dA[t], WhT, out=dh)
+        for t in range(T - 1, -1, -1):
+            kernels.gru_backward_step(
+                dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps
+            )
+            np.matmul(dA[t], WhT, out=dh)
         dh += dh_direct
         return dA, dA_n, dh

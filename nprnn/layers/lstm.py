@@ -176,7 +176,7 @@ class TimeLSTM:
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for(2 * T * N * D * 4 * H):  # BLAS threads only where they pay
+        with accel.threads_for(2 * N * H * 4 * H):  # BLAS threads, judged by the per-step product
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
             gates = xs2 @ (Wx * half)
             gates += b * half
@@ -200,7 +200,7 @@ class TimeLSTM:
         check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
         check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
 
-        with accel.threads_for(2 * T * N * self.D * 4 * H):
+        with accel.threads_for(2 * N * H * 4 * H):
             if accel.kernels() is not None:
                 dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
             else:
@@ -215,37 +215,35 @@ class TimeLSTM:
 
     def _forward_loop(self, gates, hs_all, cs_all, tanh_cs, steps, dead):
         """The time loop of forward: ``gates[t]`` holds step t's (f, i, o-halved) input projection on
-        entry and its gate activations on exit. BLAS threads as ``nprnn.accel`` decides for the per-step
-        product."""
+        entry and its gate activations on exit."""
         T, N, H4 = gates.shape
         H, half, shift = self.H, self._half, self._shift
         Wh_half = self.params[1] * half
         rec = np.empty((N, H4), dtype=self.dtype)
         ig = np.empty((N, H), dtype=self.dtype)
         kernels = accel.kernels()
-        with accel.threads_for(2 * N * H * 4 * H):
-            for t in range(T):
-                a = gates[t]
-                np.matmul(hs_all[t], Wh_half, out=rec)
-                if kernels is not None:  # all of the step's elementwise work in one call
-                    kernels.lstm_forward_step(
-                        a, rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps
-                    )
-                    continue
-                a += rec
-                np.tanh(a, out=a)
-                a *= half
-                a += shift
-                f, g, i, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-                c = cs_all[t + 1]
-                np.multiply(f, cs_all[t], out=c)
-                np.multiply(i, g, out=ig)
-                c += ig
-                np.tanh(c, out=tanh_cs[t])
-                np.multiply(o, tanh_cs[t], out=hs_all[t + 1])
-                if dead is not None:  # finished rows keep their last states
-                    np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
-                    np.copyto(c, cs_all[t], where=dead[t][:, None])
+        for t in range(T):
+            a = gates[t]
+            np.matmul(hs_all[t], Wh_half, out=rec)
+            if kernels is not None:  # all of the step's elementwise work in one call
+                kernels.lstm_forward_step(
+                    a, rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps
+                )
+                continue
+            a += rec
+            np.tanh(a, out=a)
+            a *= half
+            a += shift
+            f, g, i, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+            c = cs_all[t + 1]
+            np.multiply(f, cs_all[t], out=c)
+            np.multiply(i, g, out=ig)
+            c += ig
+            np.tanh(c, out=tanh_cs[t])
+            np.multiply(o, tanh_cs[t], out=hs_all[t + 1])
+            if dead is not None:  # finished rows keep their last states
+                np.copyto(hs_all[t + 1], hs_all[t], where=dead[t][:, None])
+                np.copyto(c, cs_all[t], where=dead[t][:, None])
 
     def _backward_loop(self, dhs, dh_final, dc_final, dead):
         """The time loop of backward in NumPy: returns ``dA: (T, N, 4H)``, the gradients of the
@@ -274,20 +272,19 @@ class TimeLSTM:
         dh_total = np.empty((N, H), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.threads_for(2 * N * H * 4 * H):
-            for t in range(T - 1, -1, -1):
-                np.add(dhs[:, t], dh, out=dh_total)
-                np.multiply(dh_total, c_from_h[t], out=scratch)
-                dc += scratch
-                da = dA[t]
-                da_fgi = da.reshape(N, 4, H)[:, :3]
-                np.multiply(da_fgi, dc[:, None, :], out=da_fgi)
-                np.multiply(da[:, 3 * H :], dh_total, out=da[:, 3 * H :])
-                dc *= forget[t]
-                np.matmul(da, WhT, out=dh_total)  # becomes the gradient into h_{t-1}
-                if dead is not None:  # a finished row's state was copied, so is its gradient
-                    np.copyto(dh_total, dh, where=dead[t][:, None])
-                dh, dh_total = dh_total, dh
+        for t in range(T - 1, -1, -1):
+            np.add(dhs[:, t], dh, out=dh_total)
+            np.multiply(dh_total, c_from_h[t], out=scratch)
+            dc += scratch
+            da = dA[t]
+            da_fgi = da.reshape(N, 4, H)[:, :3]
+            np.multiply(da_fgi, dc[:, None, :], out=da_fgi)
+            np.multiply(da[:, 3 * H :], dh_total, out=da[:, 3 * H :])
+            dc *= forget[t]
+            np.matmul(da, WhT, out=dh_total)  # becomes the gradient into h_{t-1}
+            if dead is not None:  # a finished row's state was copied, so is its gradient
+                np.copyto(dh_total, dh, where=dead[t][:, None])
+            dh, dh_total = dh_total, dh
         return dA, dh, dc
 
     def _backward_loop_kernels(self, dhs, dh_final, dc_final, steps):
@@ -300,8 +297,7 @@ class TimeLSTM:
         dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
         dc = dc_final.copy()
         WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        with accel.threads_for(2 * N * H * 4 * H):
-            for t in range(T - 1, -1, -1):
-                kernels.lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
-                np.matmul(dA[t], WhT, out=dh)
+        for t in range(T - 1, -1, -1):
+            kernels.lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
+            np.matmul(dA[t], WhT, out=dh)
         return dA, dh, dc

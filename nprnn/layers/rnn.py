@@ -125,7 +125,7 @@ class TimeRNN:
         hs_all[0] = self._initial_state(N, h0)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for(2 * T * N * self.D * H):  # BLAS threads only where they pay
+        with accel.threads_for(2 * N * H * H):  # BLAS threads, judged by the per-step product
             np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
             hs_all[1:] += b
             self._forward_loop(hs_all, steps, dead)
@@ -145,7 +145,7 @@ class TimeRNN:
         if dh_final is not None:
             check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.threads_for(2 * T * N * self.D * H):
+        with accel.threads_for(2 * N * H * H):
             if accel.kernels() is not None:
                 dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps)
             else:
@@ -161,22 +161,21 @@ class TimeRNN:
 
     def _forward_loop(self, hs_all, steps, dead):
         """The time loop of forward: ``hs_all[t + 1]`` holds step t's input projection on entry and
-        its state on exit. BLAS threads as ``nprnn.accel`` decides for the per-step product."""
+        its state on exit."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         Wh = self.params[1]
         kernels = accel.kernels()
         hWh = np.empty((N, H), dtype=self.dtype)
-        with accel.threads_for(2 * N * H * H):
-            for t in range(T):
-                h = hs_all[t + 1]
-                np.matmul(hs_all[t], Wh, out=hWh)
-                if kernels is not None:  # the add, the tanh and the finished rows in one call
-                    kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
-                    continue
-                h += hWh
-                np.tanh(h, out=h)
-                if dead is not None:  # finished rows keep their last state
-                    np.copyto(h, hs_all[t], where=dead[t][:, None])
+        for t in range(T):
+            h = hs_all[t + 1]
+            np.matmul(hs_all[t], Wh, out=hWh)
+            if kernels is not None:  # the add, the tanh and the finished rows in one call
+                kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
+                continue
+            h += hWh
+            np.tanh(h, out=h)
+            if dead is not None:  # finished rows keep their last state
+                np.copyto(h, hs_all[t], where=dead[t][:, None])
 
     def _backward_loop(self, dhs, dh_final, hs_all, dead):
         """The time loop of backward in NumPy: returns ``dA: (T, N, H)``, the gradients of the
@@ -191,15 +190,14 @@ class TimeRNN:
         if dh_final is not None:
             dh += dh_final
         dhs_tm = dhs.transpose(1, 0, 2).copy()  # contiguous per-step slices
-        with accel.threads_for(2 * N * H * H):
-            for t in range(T - 1, -1, -1):
-                da = dA[t]
-                carried = None if dead is None else dh * dead[t][:, None]
-                dh += dhs_tm[t]
-                da *= dh
-                np.matmul(da, WhT, out=dh)
-                if carried is not None:  # a finished row's state was copied, so is its gradient
-                    dh += carried
+        for t in range(T - 1, -1, -1):
+            da = dA[t]
+            carried = None if dead is None else dh * dead[t][:, None]
+            dh += dhs_tm[t]
+            da *= dh
+            np.matmul(da, WhT, out=dh)
+            if carried is not None:  # a finished row's state was copied, so is its gradient
+                dh += carried
         return dA, dh
 
     def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps):
@@ -211,8 +209,7 @@ class TimeRNN:
         dh_final = np.zeros((N, H), dtype=self.dtype) if dh_final is None else dh_final
         dA = np.empty((T, N, H), dtype=self.dtype)
         dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
-        with accel.threads_for(2 * N * H * H):
-            for t in range(T - 1, -1, -1):
-                kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
-                np.matmul(dA[t], WhT, out=dh)
+        for t in range(T - 1, -1, -1):
+            kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
+            np.matmul(dA[t], WhT, out=dh)
         return dA, dh
