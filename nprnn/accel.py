@@ -23,7 +23,8 @@ per-step ones and the all-steps ones (input projection, weight gradients), on on
 per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations, or if the
 machine is busy: other processes' runnable tasks, averaged over about 5 seconds, are at least
 ``BUSY_LOAD`` (0.5), i.e. they keep half a core busy (read from Linux's /proc; elsewhere the machine
-never counts as busy). Otherwise BLAS uses its own threads. Below 1.5 MFLOP OpenBLAS keeps a product on
+never counts as busy). Otherwise BLAS uses its own threads. A call whose largest product is under
+``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left alone. Below 1.5 MFLOP OpenBLAS keeps a product on
 one thread anyway, and threading only the all-steps products of such a call does not pay either: their
 threads spin between them, against the rest of the call and other processes' threads (measured next
 to a torch process on the idle machine: TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one
@@ -50,6 +51,10 @@ import warnings
 BACKENDS = ("numpy", "numba")
 
 SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
+# OpenBLAS runs a product of up to about 2 MFLOP on one thread by itself (measured: (100, 100) @ (100, 100)
+# takes 19 us with 1 or 2 threads, (140, 100) @ (100, 100) 31 us vs 20 us), so a call whose largest product
+# is below this needs no cap, and skips the ~15 us of setting and restoring BLAS's threads.
+SINGLE_THREAD_FLOPS = 2e6
 BUSY_LOAD = 0.5  # "auto": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
@@ -133,24 +138,27 @@ def _blas_libraries():
     return _blas["libs"]
 
 
-def _cap(flops):
+def _cap(flops, largest):
     setting = _state["blas_threads"]
     if setting != "auto":
         return setting
+    if largest is not None and largest < SINGLE_THREAD_FLOPS:
+        return 0  # BLAS keeps every product of the call on one thread anyway
     return 1 if flops < SMALL_FLOPS or machine_busy() else 0
 
 
 class threads_for:
-    """``with threads_for(flops):`` runs the products inside with the BLAS threads the setting gives a
-    time-layer call whose per-step product has ``flops`` floating-point operations (see the module
-    docstring), then restores BLAS's own setting.
+    """``with threads_for(flops, largest):`` runs the products inside with the BLAS threads the setting
+    gives a time-layer call whose per-step product has ``flops`` floating-point operations and whose
+    largest product (e.g. the all-steps input projection) has ``largest`` (see the module docstring),
+    then restores BLAS's own setting.
 
     Re-entrant and thread-safe: the first capping context in saves BLAS's setting and the last one out
     restores it; a context inside a capping one keeps the outer cap.
     """
 
-    def __init__(self, flops):
-        self.cap = _cap(flops)
+    def __init__(self, flops, largest=None):
+        self.cap = _cap(flops, largest)
         self.libs = _blas_libraries() if self.cap else ()
 
     def __enter__(self):

@@ -27,6 +27,11 @@ def init_rnn_params(D, H, seed=0, dtype=np.float32):
     return [Wx, Wh, np.zeros(H, dtype=dtype)]
 
 
+def _steps(lengths, N, T):
+    """Each row's number of real steps, as the kernels take it."""
+    return np.full(N, T, dtype=np.intp) if lengths is None else lengths
+
+
 class RNN:
     """One time step of a tanh RNN; the readable reference for ``TimeRNN``.
 
@@ -124,14 +129,15 @@ class TimeRNN:
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
-        steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for(2 * N * H * H):  # BLAS threads, judged by the per-step product
-            np.matmul(xs.transpose(1, 0, 2).reshape(T * N, self.D), Wx, out=hs_all[1:].reshape(T * N, H))
+        xs_tm = xs.transpose(1, 0, 2).reshape(T * N, self.D)  # a time-major copy, kept for backward's dWx
+        # BLAS threads, judged by the per-step product and the largest (all-steps) one
+        with accel.threads_for(2 * N * H * H, 2 * T * N * H * max(H, self.D)):
+            np.matmul(xs_tm, Wx, out=hs_all[1:].reshape(T * N, H))
             hs_all[1:] += b
-            self._forward_loop(hs_all, steps, dead)
+            self._forward_loop(hs_all, lengths, dead)
 
         self.h = hs_all[T].copy()
-        self._cache = (xs, hs_all, steps, dead)
+        self._cache = (xs_tm, hs_all, lengths, dead)
         hs = hs_all[1:].transpose(1, 0, 2)
         return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
 
@@ -139,32 +145,32 @@ class TimeRNN:
         if self._cache is None:
             raise RuntimeError("TimeRNN: backward called before forward")
         Wx, Wh, b = self.params
-        xs, hs_all, steps, dead = self._cache
+        xs_tm, hs_all, lengths, dead = self._cache
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         check_input("TimeRNN", dhs, (N, T, H), self.dtype, "dhs")
         if dh_final is not None:
             check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.threads_for(2 * N * H * H):
+        with accel.threads_for(2 * N * H * H, 2 * T * N * H * max(H, self.D)):
             if accel.kernels() is not None:
-                dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps)
+                dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, lengths)
             else:
                 dA, dh = self._backward_loop(dhs, dh_final, hs_all, dead)
             dA2 = dA.reshape(T * N, H)
-            xs2 = xs.transpose(1, 0, 2).reshape(T * N, self.D)
-            self.grads[0][...] = xs2.T @ dA2
+            self.grads[0][...] = xs_tm.T @ dA2
             self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
             self.grads[2][...] = dA2.sum(axis=0)
             dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
         self.dh = dh
         return dxs
 
-    def _forward_loop(self, hs_all, steps, dead):
+    def _forward_loop(self, hs_all, lengths, dead):
         """The time loop of forward: ``hs_all[t + 1]`` holds step t's input projection on entry and
         its state on exit."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         Wh = self.params[1]
         kernels = accel.kernels()
+        steps = _steps(lengths, N, T) if kernels is not None else None
         hWh = np.empty((N, H), dtype=self.dtype)
         for t in range(T):
             h = hs_all[t + 1]
@@ -183,7 +189,8 @@ class TimeRNN:
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         WhT = np.ascontiguousarray(self.params[1].T)  # BLAS runs faster on a contiguous operand
         # da_t = (dhs_t + dh_t) * tanh'(a_t); padded steps get tanh' = 0 so they pass no gradient.
-        dA = 1 - hs_all[1:] ** 2
+        dA = np.square(hs_all[1:])
+        np.subtract(1, dA, out=dA)
         if dead is not None:
             dA[dead] = 0
         dh = np.zeros((N, H), dtype=self.dtype)
@@ -200,9 +207,10 @@ class TimeRNN:
                 dh += carried
         return dA, dh
 
-    def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps):
+    def _backward_loop_kernels(self, dhs, dh_final, hs_all, lengths):
         """The same loop with a fused kernel per step (``nprnn.accel``)."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
+        steps = _steps(lengths, N, T)
         WhT = np.ascontiguousarray(self.params[1].T)
         kernels = accel.kernels()
         dhs = np.ascontiguousarray(dhs)

@@ -360,6 +360,11 @@ def test_threads_for_auto(blas_two_threads, monkeypatch):
     with accel.threads_for(1e12):  # on a busy machine every product runs on one thread
         assert blas_thread_counts() == {1}
     assert blas_thread_counts() == {2}
+    # a call whose largest product BLAS keeps on one thread by itself is left alone, busy or not
+    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS - 1):
+        assert blas_thread_counts() == {2}
+    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS):
+        assert blas_thread_counts() == {1}
 
 
 def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
