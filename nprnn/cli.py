@@ -311,7 +311,7 @@ def build_parser():
         "eval",
         help="perplexity of a checkpoint on a split",
         description="Perplexity as the textbook's eval_perplexity computes it. The data is encoded with the "
-        "checkpoint's vocabulary (unknown tokens become <unk>; their share is shown, with a warning above 50%%).",
+        "checkpoint's vocabulary (unknown tokens become <unk>; their share is shown, with a warning above 50%).",
     )
     e.add_argument("checkpoint", help="a .npz written by nprnn train or nprnn import-book")
     e.add_argument("--data", metavar="DIR|FILE", help="corpus (default: the one the checkpoint was trained on)")
