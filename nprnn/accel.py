@@ -24,8 +24,9 @@ per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point opera
 machine is busy: other processes' runnable tasks, averaged over about 5 seconds, are at least
 ``BUSY_LOAD`` (0.5), i.e. they keep half a core busy (read from Linux's /proc; elsewhere the machine
 never counts as busy). Otherwise BLAS uses its own threads. A call whose largest product is under
-``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left alone. Below 1.5 MFLOP OpenBLAS keeps a product on
-one thread anyway, and threading only the all-steps products of such a call does not pay either: their
+``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left alone.
+Below 1.5 MFLOP OpenBLAS keeps a product on one thread anyway, and threading only the all-steps
+products of such a call does not pay either: their
 threads spin between them, against the rest of the call and other processes' threads (measured next
 to a torch process on the idle machine: TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one
 thread).

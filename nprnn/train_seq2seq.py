@@ -45,6 +45,7 @@ CHECKPOINT_KIND = "nprnn-seq2seq"
 MODELS = {"seq2seq": Seq2seq, "peeky": PeekySeq2seq, "attention": AttentionSeq2seq}
 DATA_DIR_ENV = "NPRNN_DATA_DIR"
 SPLIT_SEED = 1984  # the textbook's shuffle seed
+SCHEDULES = ("constant", "cosine")
 
 
 # ---------------------------------------------------------------- data
@@ -247,6 +248,7 @@ class Seq2seqConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.001  # Adam
+    schedule: str = "constant"  # constant (the book) | cosine: lr * (1 + cos(pi * step / total steps)) / 2
     max_grad: float = 5.0  # global-norm clipping threshold; 0 turns clipping off
     seed: int = 0  # initial weights and the per-epoch shuffles
     beam: int = 1  # decoding for the test accuracy: 1 is greedy, K > 1 beam search
@@ -264,6 +266,8 @@ class Seq2seqConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not self.max_grad >= 0:
             raise ValueError(f"max_grad must be >= 0 (0 turns clipping off), got {self.max_grad}")
         return self
@@ -387,8 +391,18 @@ class Seq2seqTrainer:
                 f"{what} became {value} at epoch {self.progress.epoch + 1}, step {self.progress.step + 1}; "
                 "stopped before updating (the last checkpoint is untouched). Try a lower --lr"
             )
+        self.optimizer.lr = self.learning_rate(self.progress.step)
         self.optimizer.update(model.params, model.grads)
         return loss
+
+    def learning_rate(self, step):
+        """The lr of update ``step`` (0-based): a function of the step alone, so a resumed run follows
+        the same schedule. Cosine decays from ``lr`` towards 0 over all ``epochs`` of the run."""
+        c = self.config
+        if c.schedule == "constant":
+            return c.lr
+        total = c.epochs * self.iters_per_epoch
+        return c.lr * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
     def run(self):
         """Train until ``config.epochs``; returns the history (one dict per epoch). SIGINT saves a
@@ -443,6 +457,7 @@ class Seq2seqTrainer:
             "seconds": p.epoch_seconds,
             "eval_seconds": time.perf_counter() - start,
             "beam": c.beam,
+            "lr": self.optimizer.lr,  # of the epoch's last update
         }
         p.history.append(record)
         self.log(
@@ -588,7 +603,8 @@ def cmd_train(args):
         f"{n_params:,} parameters ({model.params[0].dtype})"
     )
     say(
-        f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}, Adam lr {c.lr}, "
+        f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}, Adam lr {c.lr}"
+        f"{' with cosine decay' if c.schedule == 'cosine' else ''}, "
         f"clip {c.max_grad or 'off'}, seed {c.seed}; output: {out_dir}/"
     )
     if comm is None:
@@ -698,6 +714,12 @@ def add_seq2seq_commands(subparsers):
     g.add_argument("--epochs", type=_positive, help="passes over the training split (default 10; with --resume: total)")
     g.add_argument("--batch-size", type=_positive, help="examples per update (default 128)")
     g.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning rate over the run: constant (default, the book's) or cosine (from --lr down to 0 over "
+        "all epochs; with --lr 0.005 it learns addition to 99%% in 10 epochs, see benchmarks/RESULTS_SEQ2SEQ.md)",
+    )
     g.add_argument("--max-grad", type=float, help="clip the global gradient norm to this (default 5.0; 0: off)")
     g.add_argument("--seed", type=int, help="seed of the initial weights and of the shuffles (default 0)")
     g.add_argument("--beam", type=_positive, help="beam width for the test accuracy (default 1: greedy)")

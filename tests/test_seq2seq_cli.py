@@ -66,6 +66,17 @@ def test_train_eval_translate(toy_file, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cosine_schedule(toy_file, tmp_path, capsys):
+    args = ["seq2seq", "train", "--data", str(toy_file), "--epochs", "3", "--schedule", "cosine"]
+    assert main([*args, "--out", str(tmp_path / "run"), *TINY]) == 0
+    assert "Adam lr 0.03 with cosine decay" in capsys.readouterr().out
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert 0.03 > history[0]["lr"] > history[1]["lr"] > history[2]["lr"] > 0  # towards 0 at the last update
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage line and exit status 2
+        main([*args, "--out", str(tmp_path / "bad"), "--schedule", "linear"])
+    assert exit_info.value.code == 2 and "invalid choice: 'linear'" in capsys.readouterr().err
+
+
 def test_resume_and_overwrite(toy_file, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["seq2seq", "train", "--data", str(toy_file), "--model", "peeky", "--out", str(out), *TINY]

@@ -116,12 +116,13 @@ def test_each_epoch_draws_a_new_seeded_order(toy, tmp_path, monkeypatch):
         assert sum(used.values()) == n * 16 and all(used[q] <= available[q] for q in used)
 
 
-def test_resume_mid_epoch_is_exact(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_mid_epoch_is_exact(toy, tmp_path, monkeypatch, schedule):
     """A run that crashes mid-epoch and resumes from its last checkpoint ends with the very same parameters."""
-    full = make(toy, tmp_path / "full", epochs=3, save_every=5)
+    full = make(toy, tmp_path / "full", epochs=3, save_every=5, schedule=schedule)
     full.run()
 
-    crashing = make(toy, tmp_path / "crash", epochs=3, save_every=5)
+    crashing = make(toy, tmp_path / "crash", epochs=3, save_every=5, schedule=schedule)
     crash_at = crashing.iters_per_epoch + 9  # in the second epoch, 2 steps after the checkpoint at step 40
     real_step = Seq2seqTrainer.train_step
 
@@ -207,6 +208,24 @@ def test_nan_stops_training_and_keeps_the_checkpoint(toy, tmp_path):
         np.testing.assert_array_equal(p, q)
 
 
+def test_cosine_schedule_sets_the_lr_of_every_update(toy, tmp_path, monkeypatch):
+    trainer = make(toy, tmp_path / "cos", epochs=2, lr=0.02, schedule="cosine")
+    total = 2 * trainer.iters_per_epoch
+    assert trainer.learning_rate(0) == 0.02
+    assert trainer.learning_rate(total // 2) == pytest.approx(0.01, rel=1e-12) and total % 2 == 0
+    assert trainer.learning_rate(total) == 0.0 == trainer.learning_rate(total + 5)
+    seen = []
+    real_update = type(trainer.optimizer).update
+    monkeypatch.setattr(
+        type(trainer.optimizer), "update", lambda self, p, g: (seen.append(self.lr), real_update(self, p, g))
+    )
+    trainer.run()
+    assert seen == pytest.approx([0.01 * (1 + np.cos(np.pi * k / total)) for k in range(total)], rel=1e-12)
+    assert [r["lr"] for r in trainer.progress.history] == [seen[total // 2 - 1], seen[-1]]
+    constant = make(toy, tmp_path / "const", epochs=1, lr=0.02)
+    assert constant.learning_rate(0) == constant.learning_rate(10**6) == 0.02
+
+
 def test_bad_settings(toy, tmp_path, write_lines):
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         Seq2seqConfig(batch_size=0).validate()
@@ -214,6 +233,8 @@ def test_bad_settings(toy, tmp_path, write_lines):
         Seq2seqConfig(lr=0).validate()
     with pytest.raises(ValueError, match="beam must be a positive integer"):
         Seq2seqConfig(beam=0).validate()
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine, got 'step'"):
+        Seq2seqConfig(schedule="step").validate()
     with pytest.raises(ValueError, match=r"batch size 1000 is larger than the training split \(540 examples\)"):
         make(toy, tmp_path, batch_size=1000)
     few = load_seq2seq(write_lines(toy_lines(n=9)))

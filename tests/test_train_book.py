@@ -1,7 +1,7 @@
 """The rnnlm preset trains as the textbook's RnnlmTrainer.fit does: same batches, same state carried
-across epochs, same clipping and SGD steps, so the same weights to float32 rounding. (With the preset's lr 20 on a tiny corpus the training
-is chaotic: float32 rounding differences of 1e-7 grow to 1e-1 within 40 steps, so the test uses
-lr 2.)"""
+across epochs, same clipping and SGD steps, so the same weights to float32 rounding. (With the
+preset's lr 20 on a tiny corpus the training is chaotic: float32 rounding differences of 1e-7 grow
+to 1e-1 within 40 steps, so the test uses lr 2.)"""
 
 import numpy as np
 
