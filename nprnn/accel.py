@@ -31,6 +31,10 @@ threads spin between them, against the rest of the call and other processes' thr
 to a torch process on the idle machine: TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one
 thread).
 
+The output layer ``TimeAffine`` runs its products under the same policy (judged by the product's own
+FLOPs): on a busy machine a 2-thread (512, 256) @ (256, 13) product of a seq2seq decoder took 16 ms
+where it takes 0.16 ms.
+
 Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
 
 ``NPRNN_ACCEL=numba``, ``use("numba")``

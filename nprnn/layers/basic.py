@@ -8,6 +8,7 @@ All are batch-first and work on a whole sequence at once: ``ids: (N, T)`` ->
 
 import numpy as np
 
+from nprnn import accel
 from nprnn._checks import FLOAT_DTYPES, check_input, check_params
 
 
@@ -100,7 +101,9 @@ class TimeAffine:
         W, b = self.params
         check_input("TimeAffine", xs, (None, None, self.D), self.dtype, "xs")
         N, T, _ = xs.shape
-        out = xs.reshape(N * T, self.D) @ W
+        flops = 2 * N * T * self.D * self.V
+        with accel.threads_for(flops, flops):  # one BLAS thread on a busy machine, as the time layers
+            out = xs.reshape(N * T, self.D) @ W
         out += b
         self.xs = xs
         return out.reshape(N, T, self.V)
@@ -112,9 +115,12 @@ class TimeAffine:
         N, T, _ = self.xs.shape
         check_input("TimeAffine", dout, (N, T, self.V), self.dtype, "dout")
         dout2 = dout.reshape(N * T, self.V)
-        np.matmul(self.xs.reshape(N * T, self.D).T, dout2, out=self.grads[0])  # no (D, V) temporary
+        flops = 2 * N * T * self.D * self.V
+        with accel.threads_for(flops, flops):
+            np.matmul(self.xs.reshape(N * T, self.D).T, dout2, out=self.grads[0])  # no (D, V) temporary
+            dxs = dout2 @ W.T
         np.sum(dout2, axis=0, out=self.grads[1])
-        return (dout2 @ W.T).reshape(N, T, self.D)
+        return dxs.reshape(N, T, self.D)
 
 
 class TimeSoftmaxWithLoss:
