@@ -13,12 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nprnn.gradcheck import numerical_gradient, relative_error
 from nprnn.layers.gru import GRU, TimeGRU, init_gru_params
+from tests.layers import _shared as shared
 
 torch.set_num_threads(1)
-
-PARAM_NAMES = ["Wx", "Wh", "b", "bhn"]
 
 
 def make_params(rng, D, H, dtype=np.float64):
@@ -30,17 +28,9 @@ def make_params(rng, D, H, dtype=np.float64):
     ]
 
 
-def reference_time_gru(params, xs, h0, lengths=None):
-    """Slow step-by-step reference built on the GRU cell (forward only)."""
-    N, T, _ = xs.shape
-    cell = GRU(*params)
-    h, hs = h0, np.zeros((N, T, params[1].shape[0]), dtype=xs.dtype)
-    for t in range(T):
-        h_new = cell.forward(xs[:, t], h)
-        alive = (np.ones(N, bool) if lengths is None else t < np.asarray(lengths))[:, None]
-        h = np.where(alive, h_new, h)
-        hs[:, t] = np.where(alive, h_new, 0)
-    return hs, h
+# The checks TimeRNN, TimeLSTM and TimeGRU share are written once, in _shared.py; the tests
+# below run them for this layer.
+LAYER = shared.Recurrent(TimeGRU, GRU, make_params, init_gru_params, ("Wx", "Wh", "b", "bhn"))
 
 
 def plain_sigmoid(a):
@@ -62,21 +52,7 @@ def test_cell_forward_matches_formula_with_gate_layout_r_z_n(rng):
 
 
 def test_cell_gradients(rng):
-    params = make_params(rng, 3, 4)
-    cell = GRU(*params)
-    x, h_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
-    R = rng.standard_normal((2, 4))
-
-    def loss():
-        return float(np.sum(cell.forward(x, h_prev) * R))
-
-    loss()
-    dx, dh_prev = cell.backward(R)
-    analytic = [g.copy() for g in cell.grads]
-    for name, p, g in zip(PARAM_NAMES, params, analytic):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-8, name
-    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-8
-    assert relative_error(dh_prev, numerical_gradient(loss, h_prev)) < 1e-8
+    shared.check_cell_gradients(LAYER, rng)
 
 
 def test_cell_sigmoid_does_not_overflow():
@@ -90,130 +66,41 @@ def test_cell_sigmoid_does_not_overflow():
 # ---------------------------------------------------------------- time layer: gradients
 
 
-def check_time_gru_gradients(rng, N, T, D, H, lengths=None):
-    params = make_params(rng, D, H)
-    layer = TimeGRU(*params)
-    xs, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
-    R, R_final = rng.standard_normal((N, T, H)), rng.standard_normal((N, H))
-
-    def loss():
-        hs = layer.forward(xs, h0, lengths=lengths)
-        return float(np.sum(hs * R) + np.sum(layer.h * R_final))
-
-    loss()
-    dxs = layer.backward(R, dh_final=R_final)
-    analytic = [g.copy() for g in layer.grads]
-    dh0 = layer.dh.copy()
-    for name, p, g in zip(PARAM_NAMES, params, analytic):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-7, name
-    assert relative_error(dxs, numerical_gradient(loss, xs)) < 1e-7
-    assert relative_error(dh0, numerical_gradient(loss, h0)) < 1e-7
-    return dxs
-
-
 def test_time_gru_gradients(rng):
-    check_time_gru_gradients(rng, N=3, T=5, D=4, H=3)
+    shared.check_time_gradients(LAYER, rng, N=3, T=5, D=4, H=3)
 
 
 def test_time_gru_gradients_variable_lengths(rng):
-    dxs = check_time_gru_gradients(rng, N=4, T=5, D=3, H=3, lengths=[5, 2, 1, 3])
-    # padded positions get exactly zero gradient
-    assert np.all(dxs[1, 2:] == 0) and np.all(dxs[2, 1:] == 0) and np.all(dxs[3, 3:] == 0)
+    shared.check_time_gradients(LAYER, rng, N=4, T=5, D=3, H=3, lengths=[5, 2, 1, 3])
 
 
 def test_time_gru_stateful_gradients_across_calls(rng):
-    """Two consecutive stateful calls: the second starts from the first's final state,
-    gradients are truncated at the boundary, and .dh is the gradient w.r.t. the carried state."""
-    N, T, D, H = 2, 4, 3, 3
-    params = make_params(rng, D, H)
-    layer = TimeGRU(*params, stateful=True)
-    xs1, xs2 = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, D))
-    R = rng.standard_normal((N, T, H))
-
-    layer.forward(xs1)
-    carried = layer.h.copy()
-    hs2 = layer.forward(xs2)
-    expected, _ = reference_time_gru(params, xs2, carried)
-    np.testing.assert_allclose(hs2, expected, rtol=1e-12, atol=1e-14)
-    layer.backward(R)
-    analytic = [g.copy() for g in layer.grads] + [layer.dh.copy()]
-
-    state = carried.copy()
-
-    def loss():  # the second segment alone, from the carried state (truncated BPTT)
-        layer.set_state(state)
-        return float(np.sum(layer.forward(xs2) * R))
-
-    for g, p in zip(analytic, params + [state]):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-7
+    shared.check_stateful_gradients_across_calls(LAYER, rng)
 
 
 # ---------------------------------------------------------------- time layer: states
 
 
 def test_non_stateful_starts_from_zero(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeGRU(*params)
-    xs = rng.standard_normal((2, 3, 3))
-    first = layer.forward(xs)
-    np.testing.assert_array_equal(layer.forward(xs), first)
-    expected, _ = reference_time_gru(params, xs, np.zeros((2, 4)))
-    np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-15)
+    shared.check_non_stateful_starts_from_zero(LAYER, rng, atol=1e-15)
 
 
 def test_stateful_reset_state_and_h0_override(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeGRU(*params, stateful=True)
-    xs, h0 = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 4))
-    first = layer.forward(xs)
-    assert not np.allclose(layer.forward(xs), first)  # carried state changes the output
-    expected, _ = reference_time_gru(params, xs, h0)
+    layer, params, xs = shared.check_stateful_reset_state(LAYER, rng)
+    h0 = rng.standard_normal((2, 4))  # the layer carries a state again: a given h0 overrides it
+    expected, _ = shared.reference_forward(LAYER, params, xs, [h0])
     np.testing.assert_allclose(layer.forward(xs, h0), expected, rtol=1e-12, atol=1e-15)
-    layer.reset_state()
-    assert layer.h is None
-    np.testing.assert_array_equal(layer.forward(xs), first)
 
 
 def test_variable_lengths_equal_running_each_sequence_alone(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeGRU(*params)
-    lengths = [4, 1, 3]
-    xs, h0 = rng.standard_normal((3, 4, 3)), rng.standard_normal((3, 4))
-    R, R_final = rng.standard_normal((3, 4, 4)), rng.standard_normal((3, 4))
-    hs = layer.forward(xs, h0, lengths=np.array(lengths))
-    dxs = layer.backward(R, R_final)
-    total = [g.copy() for g in layer.grads]
-    sums = [np.zeros_like(p) for p in params]
-    for n, L in enumerate(lengths):
-        alone = TimeGRU(*params)
-        hs_n = alone.forward(xs[n : n + 1, :L], h0[n : n + 1])
-        np.testing.assert_allclose(hs[n, :L], hs_n[0], rtol=1e-12)
-        assert np.all(hs[n, L:] == 0)
-        np.testing.assert_allclose(layer.h[n], alone.h[0], rtol=1e-12)
-        dxs_n = alone.backward(R[n : n + 1, :L], R_final[n : n + 1])
-        np.testing.assert_allclose(dxs[n, :L], dxs_n[0], rtol=1e-10, atol=1e-12)
-        assert np.all(dxs[n, L:] == 0)
-        np.testing.assert_allclose(layer.dh[n], alone.dh[0], rtol=1e-10, atol=1e-12)
-        for s, g in zip(sums, alone.grads):
-            s += g
-    for s, g in zip(sums, total):
-        np.testing.assert_allclose(g, s, rtol=1e-10, atol=1e-12)
+    shared.check_variable_lengths_equal_running_each_sequence_alone(LAYER, rng, np.array([4, 1, 3]))
 
 
 # ---------------------------------------------------------------- protocol and dtypes
 
 
 def test_params_are_the_arrays_passed_and_grads_keep_identity(rng):
-    params = make_params(rng, 3, 4, np.float32)
-    layer = TimeGRU(*params)
-    assert all(a is b for a, b in zip(layer.params, params))
-    grads = list(layer.grads)
-    assert all(g.shape == p.shape and g.dtype == p.dtype and not g.any() for g, p in zip(grads, params))
-    xs = rng.standard_normal((2, 5, 3)).astype(np.float32)
-    for _ in range(2):
-        layer.backward(np.ones_like(layer.forward(xs)))
-    assert all(a is b for a, b in zip(layer.grads, grads))
-    assert all(g.any() for g in grads)
+    layer, params, xs = shared.check_params_are_the_arrays_passed_and_grads_keep_identity(LAYER, rng)
     # an optimizer updating params in place is seen by the layer: with zero weights, r = z = sigmoid(b)
     # and n = tanh(b_n + r * bhn), so h_t = (1 - z) * n + z * h_{t-1} from h_0 = 0
     params[0] *= 0
@@ -231,35 +118,16 @@ def test_params_are_the_arrays_passed_and_grads_keep_identity(rng):
 
 
 def test_backward_is_repeatable(rng):
-    """backward leaves the forward cache intact, so calling it again gives the same gradients."""
-    layer = TimeGRU(*make_params(rng, 3, 4))
-    layer.forward(rng.standard_normal((2, 5, 3)), lengths=[5, 2])
-    R = rng.standard_normal((2, 5, 4))
-    Rh = rng.standard_normal((2, 4))
-    first = [layer.backward(R, Rh), *(g.copy() for g in layer.grads), *[layer.dh.copy()]]
-    second = [layer.backward(R, Rh), *layer.grads, *[layer.dh]]
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+    shared.check_backward_is_repeatable(LAYER, rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved(rng, dtype):
-    layer = TimeGRU(*init_gru_params(3, 4, seed=0, dtype=dtype))
-    xs = rng.standard_normal((2, 5, 3)).astype(dtype)
-    hs = layer.forward(xs, lengths=[5, 3])
-    dxs = layer.backward(np.ones_like(hs), np.ones((2, 4), dtype))
-    assert all(a.dtype == dtype for a in [hs, dxs, layer.h, layer.dh, *layer.grads])
-    cell = GRU(*init_gru_params(3, 4, seed=0, dtype=dtype))
-    h = cell.forward(xs[:, 0], layer.h)
-    assert all(a.dtype == dtype for a in [h, *cell.backward(h), *cell.grads])
+    shared.check_dtype_preserved(LAYER, rng, dtype)
 
 
 def test_init_is_seeded_and_float32_by_default():
-    a, b = init_gru_params(3, 4, seed=7), init_gru_params(3, 4, seed=7)
-    assert [x.shape for x in a] == [(3, 12), (4, 12), (12,), (4,)]
-    assert all(x.dtype == np.float32 for x in a)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not np.array_equal(a[0], init_gru_params(3, 4, seed=8)[0])
+    shared.check_init_is_seeded_and_float32_by_default(LAYER, [(3, 12), (4, 12), (12,), (4,)])
 
 
 @settings(max_examples=30, deadline=None)
@@ -275,42 +143,7 @@ def test_init_is_seeded_and_float32_by_default():
 def test_matches_step_by_step_reference(N, T, D, H, stateful, final_grad, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31), label="seed"))
     lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=N, max_size=N), label="lengths")
-    params = make_params(rng, D, H)
-    xs = rng.standard_normal((N, T, D))
-    R = rng.standard_normal((N, T, H))
-    R_final = rng.standard_normal((N, H)) if final_grad else None
-    layer = TimeGRU(*params, stateful=stateful)
-    h0 = np.zeros((N, H))
-    if stateful:
-        layer.forward(rng.standard_normal((N, T, D)))
-        h0 = layer.h.copy()
-    hs = layer.forward(xs, lengths=lengths)
-    assert hs.shape == (N, T, H)
-    expected, h_last = reference_time_gru(params, xs, h0, lengths)
-    np.testing.assert_allclose(hs, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(layer.h, h_last, rtol=1e-12, atol=1e-14)
-
-    dxs = layer.backward(R, R_final)
-    assert dxs.shape == (N, T, D) and layer.dh.shape == (N, H)
-    # backward through the cell, step by step; a finished row passes its state gradient through
-    alive = np.ones((T, N), bool) if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
-    cells, h = [], h0
-    for t in range(T):
-        cells.append(GRU(*params))
-        h = np.where(alive[t][:, None], cells[-1].forward(xs[:, t], h), h)
-    dh = np.zeros((N, H)) if R_final is None else R_final.copy()
-    grads = [np.zeros_like(p) for p in params]
-    ref_dxs = np.zeros_like(xs)
-    for t in reversed(range(T)):
-        keep = alive[t][:, None]
-        ref_dxs[:, t], dh_prev = cells[t].backward(np.where(keep, R[:, t] + dh, 0))
-        dh = np.where(keep, dh_prev, dh)
-        for acc, g in zip(grads, cells[t].grads):
-            acc += g
-    np.testing.assert_allclose(dxs, ref_dxs, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(layer.dh, dh, rtol=1e-10, atol=1e-12)
-    for g, ref in zip(layer.grads, grads):
-        np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-12)
+    shared.check_matches_step_by_step_reference(LAYER, rng, N, T, D, H, stateful, lengths, final_grad)
 
 
 # ---------------------------------------------------------------- PyTorch parity

@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nprnn.gradcheck import numerical_gradient, relative_error
 from nprnn.layers.lstm import LSTM, TimeLSTM, init_lstm_params
+from tests.layers import _shared as shared
 
 torch.set_num_threads(1)
 
@@ -18,17 +18,9 @@ def make_params(rng, D, H, dtype=np.float64):
     ]
 
 
-def reference_time_lstm(params, xs, h0, c0, lengths=None):
-    """Slow step-by-step reference built on the LSTM cell (forward only)."""
-    N, T, _ = xs.shape
-    cell = LSTM(*params)
-    h, c, hs = h0, c0, np.zeros((N, T, params[1].shape[0]), dtype=xs.dtype)
-    for t in range(T):
-        h_new, c_new = cell.forward(xs[:, t], h, c)
-        alive = (np.ones(N, bool) if lengths is None else t < np.asarray(lengths))[:, None]
-        h, c = np.where(alive, h_new, h), np.where(alive, c_new, c)
-        hs[:, t] = np.where(alive, h_new, 0)
-    return hs, h, c
+# The checks TimeRNN, TimeLSTM and TimeGRU share are written once, in _shared.py; the tests
+# below run them for this layer.
+LAYER = shared.Recurrent(TimeLSTM, LSTM, make_params, init_lstm_params, ("Wx", "Wh", "b"), states=("h", "c"))
 
 
 def plain_sigmoid(a):
@@ -56,23 +48,7 @@ def test_cell_forward_matches_formula_with_gate_layout_f_g_i_o(rng):
 
 
 def test_cell_gradients(rng):
-    params = make_params(rng, 3, 4)
-    cell = LSTM(*params)
-    x, h_prev, c_prev = rng.standard_normal((2, 3)), rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-    Rh, Rc = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-
-    def loss():
-        h, c = cell.forward(x, h_prev, c_prev)
-        return float(np.sum(h * Rh) + np.sum(c * Rc))
-
-    loss()
-    dx, dh_prev, dc_prev = cell.backward(Rh, Rc)
-    analytic = [g.copy() for g in cell.grads]
-    for name, p, g in zip(["Wx", "Wh", "b"], params, analytic):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-8, name
-    assert relative_error(dx, numerical_gradient(loss, x)) < 1e-8
-    assert relative_error(dh_prev, numerical_gradient(loss, h_prev)) < 1e-8
-    assert relative_error(dc_prev, numerical_gradient(loss, c_prev)) < 1e-8
+    shared.check_cell_gradients(LAYER, rng)
 
 
 def test_cell_sigmoid_does_not_overflow():
@@ -86,90 +62,27 @@ def test_cell_sigmoid_does_not_overflow():
 # ---------------------------------------------------------------- time layer: gradients
 
 
-def check_time_lstm_gradients(rng, N, T, D, H, lengths=None):
-    params = make_params(rng, D, H)
-    layer = TimeLSTM(*params)
-    xs, h0, c0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    R, Rh, Rc = rng.standard_normal((N, T, H)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
-
-    def loss():
-        hs = layer.forward(xs, h0, c0, lengths=lengths)
-        return float(np.sum(hs * R) + np.sum(layer.h * Rh) + np.sum(layer.c * Rc))
-
-    loss()
-    dxs = layer.backward(R, dh_final=Rh, dc_final=Rc)
-    analytic = [g.copy() for g in layer.grads]
-    dh0, dc0 = layer.dh.copy(), layer.dc.copy()
-    for name, p, g in zip(["Wx", "Wh", "b"], params, analytic):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-7, name
-    assert relative_error(dxs, numerical_gradient(loss, xs)) < 1e-7
-    assert relative_error(dh0, numerical_gradient(loss, h0)) < 1e-7
-    assert relative_error(dc0, numerical_gradient(loss, c0)) < 1e-7
-    return dxs
-
-
 def test_time_lstm_gradients(rng):
-    check_time_lstm_gradients(rng, N=3, T=5, D=4, H=3)
+    shared.check_time_gradients(LAYER, rng, N=3, T=5, D=4, H=3)
 
 
 def test_time_lstm_gradients_variable_lengths(rng):
-    dxs = check_time_lstm_gradients(rng, N=4, T=5, D=3, H=3, lengths=[5, 2, 1, 3])
-    # padded positions get exactly zero gradient
-    assert np.all(dxs[1, 2:] == 0) and np.all(dxs[2, 1:] == 0) and np.all(dxs[3, 3:] == 0)
+    shared.check_time_gradients(LAYER, rng, N=4, T=5, D=3, H=3, lengths=[5, 2, 1, 3])
 
 
 def test_time_lstm_stateful_gradients_across_calls(rng):
-    """Two consecutive stateful calls: the second starts from the first's final states,
-    gradients are truncated at the boundary, and .dh / .dc are the gradients w.r.t. the carried states."""
-    N, T, D, H = 2, 4, 3, 3
-    params = make_params(rng, D, H)
-    layer = TimeLSTM(*params, stateful=True)
-    xs1, xs2 = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, D))
-    R, Rc = rng.standard_normal((N, T, H)), rng.standard_normal((N, H))
-
-    layer.forward(xs1)
-    h_carried, c_carried = layer.h.copy(), layer.c.copy()
-    assert np.any(c_carried != 0)
-    hs2 = layer.forward(xs2)
-    expected, _, c_last = reference_time_lstm(params, xs2, h_carried, c_carried)
-    np.testing.assert_allclose(hs2, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(layer.c, c_last, rtol=1e-12, atol=1e-14)
-    layer.backward(R, dc_final=Rc)
-    analytic = [g.copy() for g in layer.grads] + [layer.dh.copy(), layer.dc.copy()]
-
-    h_state, c_state = h_carried.copy(), c_carried.copy()
-
-    def loss():  # the second segment alone, from the carried states (truncated BPTT)
-        layer.set_state(h_state, c_state)
-        hs = layer.forward(xs2)
-        return float(np.sum(hs * R) + np.sum(layer.c * Rc))
-
-    for g, p in zip(analytic, params + [h_state, c_state]):
-        assert relative_error(g, numerical_gradient(loss, p)) < 1e-7
+    shared.check_stateful_gradients_across_calls(LAYER, rng)
 
 
 # ---------------------------------------------------------------- time layer: states
 
 
 def test_non_stateful_starts_from_zero(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeLSTM(*params)
-    xs = rng.standard_normal((2, 3, 3))
-    first = layer.forward(xs)
-    np.testing.assert_array_equal(layer.forward(xs), first)
-    expected, _, _ = reference_time_lstm(params, xs, np.zeros((2, 4)), np.zeros((2, 4)))
-    np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-15)
+    shared.check_non_stateful_starts_from_zero(LAYER, rng, atol=1e-15)
 
 
 def test_stateful_reset_state(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeLSTM(*params, stateful=True)
-    xs = rng.standard_normal((2, 3, 3))
-    first = layer.forward(xs)
-    assert not np.allclose(layer.forward(xs), first)  # carried states change the output
-    layer.reset_state()
-    assert layer.h is None and layer.c is None
-    np.testing.assert_array_equal(layer.forward(xs), first)
+    shared.check_stateful_reset_state(LAYER, rng)
 
 
 def test_set_state_without_c_carries_zero_cell(rng):
@@ -178,7 +91,7 @@ def test_set_state_without_c_carries_zero_cell(rng):
     layer = TimeLSTM(*params, stateful=True)
     layer.forward(xs)  # leaves a nonzero .c behind
     layer.set_state(h)
-    expected, _, _ = reference_time_lstm(params, xs, h, np.zeros((2, 4)))
+    expected, _, _ = shared.reference_forward(LAYER, params, xs, [h, np.zeros((2, 4))])
     np.testing.assert_allclose(layer.forward(xs), expected, rtol=1e-12, atol=1e-15)
 
 
@@ -189,54 +102,21 @@ def test_given_initial_states_override_carried_ones(rng):
     layer.forward(xs)
     carried_c = layer.c.copy()
     # h0 alone: c comes from the carried state; both: neither does
-    expected, _, _ = reference_time_lstm(params, xs, h0, carried_c)
+    expected, _, _ = shared.reference_forward(LAYER, params, xs, [h0, carried_c])
     np.testing.assert_allclose(layer.forward(xs, h0), expected, rtol=1e-12, atol=1e-15)
-    expected, _, _ = reference_time_lstm(params, xs, h0, c0)
+    expected, _, _ = shared.reference_forward(LAYER, params, xs, [h0, c0])
     np.testing.assert_allclose(layer.forward(xs, h0, c0), expected, rtol=1e-12, atol=1e-15)
 
 
 def test_variable_lengths_equal_running_each_sequence_alone(rng):
-    params = make_params(rng, 3, 4)
-    layer = TimeLSTM(*params)
-    lengths = [4, 1, 3]
-    xs, h0, c0 = rng.standard_normal((3, 4, 3)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-    R, Rh, Rc = rng.standard_normal((3, 4, 4)), rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-    hs = layer.forward(xs, h0, c0, lengths=np.array(lengths))
-    dxs = layer.backward(R, Rh, Rc)
-    total = [g.copy() for g in layer.grads]
-    sums = [np.zeros_like(p) for p in params]
-    for n, L in enumerate(lengths):
-        alone = TimeLSTM(*params)
-        hs_n = alone.forward(xs[n : n + 1, :L], h0[n : n + 1], c0[n : n + 1])
-        np.testing.assert_allclose(hs[n, :L], hs_n[0], rtol=1e-12)
-        assert np.all(hs[n, L:] == 0)
-        np.testing.assert_allclose(layer.h[n], alone.h[0], rtol=1e-12)
-        np.testing.assert_allclose(layer.c[n], alone.c[0], rtol=1e-12)
-        dxs_n = alone.backward(R[n : n + 1, :L], Rh[n : n + 1], Rc[n : n + 1])
-        np.testing.assert_allclose(dxs[n, :L], dxs_n[0], rtol=1e-10, atol=1e-12)
-        assert np.all(dxs[n, L:] == 0)
-        np.testing.assert_allclose(layer.dh[n], alone.dh[0], rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(layer.dc[n], alone.dc[0], rtol=1e-10, atol=1e-12)
-        for s, g in zip(sums, alone.grads):
-            s += g
-    for s, g in zip(sums, total):
-        np.testing.assert_allclose(g, s, rtol=1e-10, atol=1e-12)
+    shared.check_variable_lengths_equal_running_each_sequence_alone(LAYER, rng, np.array([4, 1, 3]))
 
 
 # ---------------------------------------------------------------- protocol and dtypes
 
 
 def test_params_are_the_arrays_passed_and_grads_keep_identity(rng):
-    params = make_params(rng, 3, 4, np.float32)
-    layer = TimeLSTM(*params)
-    assert all(a is b for a, b in zip(layer.params, params))
-    grads = list(layer.grads)
-    assert all(g.shape == p.shape and g.dtype == p.dtype and not g.any() for g, p in zip(grads, params))
-    xs = rng.standard_normal((2, 5, 3)).astype(np.float32)
-    for _ in range(2):
-        layer.backward(np.ones_like(layer.forward(xs)))
-    assert all(a is b for a, b in zip(layer.grads, grads))
-    assert all(g.any() for g in grads)
+    layer, params, xs = shared.check_params_are_the_arrays_passed_and_grads_keep_identity(LAYER, rng)
     # an optimizer updating params in place is seen by the layer: with zero weights and
     # bias 1 on every gate, c_t = sigmoid(1) * c_{t-1} + sigmoid(1) * tanh(1) from c_0 = 0
     params[0] *= 0
@@ -252,36 +132,16 @@ def test_params_are_the_arrays_passed_and_grads_keep_identity(rng):
 
 
 def test_backward_is_repeatable(rng):
-    """backward leaves the forward cache intact, so calling it again gives the same gradients."""
-    layer = TimeLSTM(*make_params(rng, 3, 4))
-    layer.forward(rng.standard_normal((2, 5, 3)), lengths=[5, 2])
-    R = rng.standard_normal((2, 5, 4))
-    Rh, Rc = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
-    first = [layer.backward(R, Rh, Rc), *(g.copy() for g in layer.grads), *[layer.dh.copy(), layer.dc.copy()]]
-    second = [layer.backward(R, Rh, Rc), *layer.grads, *[layer.dh, layer.dc]]
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+    shared.check_backward_is_repeatable(LAYER, rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved(rng, dtype):
-    layer = TimeLSTM(*init_lstm_params(3, 4, seed=0, dtype=dtype))
-    xs = rng.standard_normal((2, 5, 3)).astype(dtype)
-    hs = layer.forward(xs, lengths=[5, 3])
-    dxs = layer.backward(np.ones_like(hs), np.ones((2, 4), dtype), np.ones((2, 4), dtype))
-    arrays = [hs, dxs, layer.h, layer.c, layer.dh, layer.dc, *layer.grads]
-    assert all(a.dtype == dtype for a in arrays)
-    cell = LSTM(*init_lstm_params(3, 4, seed=0, dtype=dtype))
-    h, c = cell.forward(xs[:, 0], layer.h, layer.c)
-    assert all(a.dtype == dtype for a in [h, c, *cell.backward(h, c), *cell.grads])
+    shared.check_dtype_preserved(LAYER, rng, dtype)
 
 
 def test_init_is_seeded_and_float32_by_default():
-    a, b = init_lstm_params(3, 4, seed=7), init_lstm_params(3, 4, seed=7)
-    assert [x.shape for x in a] == [(3, 16), (4, 16), (16,)]
-    assert all(x.dtype == np.float32 for x in a)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not np.array_equal(a[0], init_lstm_params(3, 4, seed=8)[0])
+    shared.check_init_is_seeded_and_float32_by_default(LAYER, [(3, 16), (4, 16), (16,)])
 
 
 @settings(max_examples=30, deadline=None)
@@ -297,47 +157,7 @@ def test_init_is_seeded_and_float32_by_default():
 def test_matches_step_by_step_reference(N, T, D, H, stateful, final_grads, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31), label="seed"))
     lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=N, max_size=N), label="lengths")
-    params = make_params(rng, D, H)
-    xs = rng.standard_normal((N, T, D))
-    R = rng.standard_normal((N, T, H))
-    Rh, Rc = (rng.standard_normal((N, H)), rng.standard_normal((N, H))) if final_grads else (None, None)
-    layer = TimeLSTM(*params, stateful=stateful)
-    h0, c0 = np.zeros((N, H)), np.zeros((N, H))
-    if stateful:
-        layer.forward(rng.standard_normal((N, T, D)))
-        h0, c0 = layer.h.copy(), layer.c.copy()
-    hs = layer.forward(xs, lengths=lengths)
-    assert hs.shape == (N, T, H)
-    expected, h_last, c_last = reference_time_lstm(params, xs, h0, c0, lengths)
-    np.testing.assert_allclose(hs, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(layer.h, h_last, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(layer.c, c_last, rtol=1e-12, atol=1e-14)
-
-    dxs = layer.backward(R, Rh, Rc)
-    assert dxs.shape == (N, T, D) and layer.dh.shape == (N, H) and layer.dc.shape == (N, H)
-    # backward through the cell, step by step; a finished row passes its state gradients through
-    alive = np.ones((T, N), bool) if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
-    cells, h, c = [], h0, c0
-    for t in range(T):
-        cells.append(LSTM(*params))
-        h_new, c_new = cells[-1].forward(xs[:, t], h, c)
-        h, c = np.where(alive[t][:, None], h_new, h), np.where(alive[t][:, None], c_new, c)
-    dh = np.zeros((N, H)) if Rh is None else Rh.copy()
-    dc = np.zeros((N, H)) if Rc is None else Rc.copy()
-    grads = [np.zeros_like(p) for p in params]
-    ref_dxs = np.zeros_like(xs)
-    for t in reversed(range(T)):
-        keep = alive[t][:, None]
-        dx, dh_prev, dc_prev = cells[t].backward(np.where(keep, R[:, t] + dh, 0), np.where(keep, dc, 0))
-        ref_dxs[:, t] = dx
-        dh, dc = np.where(keep, dh_prev, dh), np.where(keep, dc_prev, dc)
-        for acc, g in zip(grads, cells[t].grads):
-            acc += g
-    np.testing.assert_allclose(dxs, ref_dxs, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(layer.dh, dh, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(layer.dc, dc, rtol=1e-10, atol=1e-12)
-    for g, ref in zip(layer.grads, grads):
-        np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-12)
+    shared.check_matches_step_by_step_reference(LAYER, rng, N, T, D, H, stateful, lengths, final_grads)
 
 
 # ---------------------------------------------------------------- PyTorch parity
