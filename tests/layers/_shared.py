@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from nprnn.gradcheck import numerical_gradient, relative_error
 
@@ -295,3 +296,53 @@ def check_matches_step_by_step_reference(kind, rng, N, T, D, H, stateful, length
             acc += g
     tol = dict(rtol=1e-10, atol=1e-12)
     assert_all_close([dxs, *kind.state_grads(layer), *layer.grads], [ref_dxs, *dstates, *grads], **tol)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def torch_layer(module, weight_ih, weight_hh, bias_ih, bias_hh, **options):
+    """A one-layer batch-first float64 torch.nn.RNN/LSTM/GRU with the given weights, in torch's layout."""
+    layer = module(weight_ih.shape[1], weight_hh.shape[1], batch_first=True, dtype=torch.float64, **options)
+    with torch.no_grad():
+        for name, value in dict(weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh).items():
+            getattr(layer, name + "_l0").copy_(torch.from_numpy(value))
+    return layer
+
+
+def run_torch(layer, xs, states0, R, R_finals, lengths=None):
+    """Runs a torch layer from the initial states (packed when there are lengths), backpropagates the loss
+    sum(hs * R) + sum(final_state * R_final) and returns NumPy arrays:
+    hs, final states, dxs, initial-state gradients (the states in our order: h, then c)."""
+    T = xs.shape[1]
+    xs_t = torch.tensor(xs, requires_grad=True)
+    states_t = [torch.tensor(s[None], requires_grad=True) for s in states0]
+    given = states_t[0] if len(states_t) == 1 else tuple(states_t)
+    if lengths is None:
+        out, finals = layer(xs_t, given)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xs_t, torch.from_numpy(lengths), True, enforce_sorted=False)
+        out_packed, finals = layer(packed, given)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=T)
+    finals = [finals] if isinstance(finals, torch.Tensor) else list(finals)
+    loss = (out * torch.from_numpy(R)).sum()
+    for f, r in zip(finals, R_finals):
+        loss = loss + (f[0] * torch.from_numpy(r)).sum()
+    loss.backward()
+    detached = [f[0].detach().numpy() for f in finals]
+    return out.detach().numpy(), detached, xs_t.grad.numpy(), [s.grad[0].numpy() for s in states_t]
+
+
+def check_parity_with_torch(ours, theirs, xs, states0, R, R_finals, lengths=None):
+    """Our time layer and a torch one with the same weights, from the same initial states (h, or h and c)
+    and for the same loss: hs, final states, dxs and initial-state gradients must agree. The parameter
+    gradients, in torch's layout, are the caller's to compare (the .grad of theirs, after this)."""
+    names = ("h", "c")[: len(states0)]
+    hs = ours.forward(xs, *states0, lengths=lengths)
+    dxs = ours.backward(R, *R_finals)
+    out, finals, dxs_t, dstates_t = run_torch(theirs, xs, states0, R, R_finals, lengths)
+    tol = dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(hs, out, **tol)
+    assert_all_close([getattr(ours, s) for s in names], finals, **tol)
+    np.testing.assert_allclose(dxs, dxs_t, **tol)
+    assert_all_close([getattr(ours, "d" + s) for s in names], dstates_t, **tol)

@@ -152,15 +152,10 @@ def test_matches_step_by_step_reference(N, T, D, H, stateful, final_grad, data):
 def torch_gru_from(Wx, Wh, b, bhn, rng):
     """torch.nn.GRU with our weights: same gate order r, z, n; the r and z biases may be split
     between torch's two biases in any way, the n biases may not (bhn sits inside r * (...))."""
-    D, H = Wx.shape[0], Wh.shape[0]
-    gru = torch.nn.GRU(D, H, batch_first=True, dtype=torch.float64)
+    H = Wh.shape[0]
     b_ih_rz = rng.standard_normal(2 * H)
-    with torch.no_grad():
-        gru.weight_ih_l0.copy_(torch.from_numpy(Wx.T))
-        gru.weight_hh_l0.copy_(torch.from_numpy(Wh.T))
-        gru.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([b_ih_rz, b[2 * H :]])))
-        gru.bias_hh_l0.copy_(torch.from_numpy(np.concatenate([b[: 2 * H] - b_ih_rz, bhn])))
-    return gru
+    b_ih, b_hh = np.concatenate([b_ih_rz, b[2 * H :]]), np.concatenate([b[: 2 * H] - b_ih_rz, bhn])
+    return shared.torch_layer(torch.nn.GRU, Wx.T, Wh.T, b_ih, b_hh)
 
 
 @pytest.mark.parametrize(
@@ -174,25 +169,10 @@ def test_parity_with_torch(rng, N, T, D, H, lengths):
     lengths = None if lengths is None else np.array(lengths)
 
     layer = TimeGRU(Wx, Wh, b, bhn)
-    hs = layer.forward(xs, h0, lengths=lengths)
-    dxs = layer.backward(R, R_final)
-
     gru = torch_gru_from(Wx, Wh, b, bhn, rng)
-    xs_t = torch.tensor(xs, requires_grad=True)
-    h0_t = torch.tensor(h0[None], requires_grad=True)
-    if lengths is None:
-        out, h_n = gru(xs_t, h0_t)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(xs_t, torch.from_numpy(lengths), True, enforce_sorted=False)
-        out_packed, h_n = gru(packed, h0_t)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=T)
-    ((out * torch.from_numpy(R)).sum() + (h_n[0] * torch.from_numpy(R_final)).sum()).backward()
+    shared.check_parity_with_torch(layer, gru, xs, [h0], R, [R_final], lengths)
 
     tol = dict(rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(hs, out.detach().numpy(), **tol)
-    np.testing.assert_allclose(layer.h, h_n[0].detach().numpy(), **tol)
-    np.testing.assert_allclose(dxs, xs_t.grad.numpy(), **tol)
-    np.testing.assert_allclose(layer.dh, h0_t.grad[0].numpy(), **tol)
     dWx, dWh, db, dbhn = layer.grads
     db_ih, db_hh = gru.bias_ih_l0.grad.numpy(), gru.bias_hh_l0.grad.numpy()
     np.testing.assert_allclose(dWx, gru.weight_ih_l0.grad.numpy().T, **tol)

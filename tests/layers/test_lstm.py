@@ -171,16 +171,9 @@ def torch_columns(H):
 
 
 def torch_lstm_from(Wx, Wh, b, rng):
-    D, H = Wx.shape[0], Wh.shape[0]
-    cols = torch_columns(H)
-    lstm = torch.nn.LSTM(D, H, batch_first=True, dtype=torch.float64)
-    b_ih = rng.standard_normal(4 * H)  # any split of b into the two torch biases is equivalent
-    with torch.no_grad():
-        lstm.weight_ih_l0.copy_(torch.from_numpy(Wx[:, cols].T))
-        lstm.weight_hh_l0.copy_(torch.from_numpy(Wh[:, cols].T))
-        lstm.bias_ih_l0.copy_(torch.from_numpy(b_ih))
-        lstm.bias_hh_l0.copy_(torch.from_numpy(b[cols] - b_ih))
-    return lstm
+    cols = torch_columns(Wh.shape[0])
+    b_ih = rng.standard_normal(b.shape)  # any split of b into the two torch biases is equivalent
+    return shared.torch_layer(torch.nn.LSTM, Wx[:, cols].T, Wh[:, cols].T, b_ih, b[cols] - b_ih)
 
 
 def grads_from_torch(lstm, H):
@@ -196,26 +189,6 @@ def grads_from_torch(lstm, H):
     return [ours(g["weight_ih_l0"]), ours(g["weight_hh_l0"]), ours(g["bias_ih_l0"]), ours(g["bias_hh_l0"])]
 
 
-def run_torch(lstm, xs, h0, c0, R, Rh, Rc, lengths=None):
-    N, T, _ = xs.shape
-    xs_t = torch.tensor(xs, requires_grad=True)
-    h0_t, c0_t = torch.tensor(h0[None], requires_grad=True), torch.tensor(c0[None], requires_grad=True)
-    if lengths is None:
-        out, (h_n, c_n) = lstm(xs_t, (h0_t, c0_t))
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(xs_t, torch.from_numpy(lengths), True, enforce_sorted=False)
-        out_packed, (h_n, c_n) = lstm(packed, (h0_t, c0_t))
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=T)
-    loss = (
-        (out * torch.from_numpy(R)).sum()
-        + (h_n[0] * torch.from_numpy(Rh)).sum()
-        + (c_n[0] * torch.from_numpy(Rc)).sum()
-    )
-    loss.backward()
-    states = [t.detach().numpy() for t in (out, h_n[0], c_n[0])]
-    return states + [xs_t.grad.numpy(), h0_t.grad[0].numpy(), c0_t.grad[0].numpy()]
-
-
 @pytest.mark.parametrize(
     "N, T, D, H, lengths",
     [(3, 6, 4, 5, None), (1, 1, 2, 3, None), (4, 9, 7, 2, None), (4, 6, 3, 5, [6, 2, 4, 1]), (3, 5, 2, 4, [1, 5, 5])],
@@ -227,19 +200,10 @@ def test_parity_with_torch(rng, N, T, D, H, lengths):
     lengths = None if lengths is None else np.array(lengths)
 
     layer = TimeLSTM(Wx, Wh, b)
-    hs = layer.forward(xs, h0, c0, lengths=lengths)
-    dxs = layer.backward(R, Rh, Rc)
-
     lstm = torch_lstm_from(Wx, Wh, b, rng)
-    out, h_n, c_n, dxs_t, dh0_t, dc0_t = run_torch(lstm, xs, h0, c0, R, Rh, Rc, lengths)
+    shared.check_parity_with_torch(layer, lstm, xs, [h0, c0], R, [Rh, Rc], lengths)
 
     tol = dict(rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(hs, out, **tol)
-    np.testing.assert_allclose(layer.h, h_n, **tol)
-    np.testing.assert_allclose(layer.c, c_n, **tol)
-    np.testing.assert_allclose(dxs, dxs_t, **tol)
-    np.testing.assert_allclose(layer.dh, dh0_t, **tol)
-    np.testing.assert_allclose(layer.dc, dc0_t, **tol)
     dWx, dWh, db_ih, db_hh = grads_from_torch(lstm, H)
     np.testing.assert_allclose(layer.grads[0], dWx, **tol)
     np.testing.assert_allclose(layer.grads[1], dWh, **tol)
