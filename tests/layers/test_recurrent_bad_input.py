@@ -1,0 +1,90 @@
+"""Bad input that TimeRNN, TimeLSTM and TimeGRU (and their cells) refuse alike: each test runs for
+the three of them (ids rnn, lstm, gru). The checks that differ between the layers (their weights,
+the LSTM's c) are in test_rnn.py, test_lstm.py and test_gru.py."""
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from nprnn.layers.gru import GRU, TimeGRU, init_gru_params
+from nprnn.layers.lstm import LSTM, TimeLSTM, init_lstm_params
+from nprnn.layers.rnn import RNN, TimeRNN, init_rnn_params
+
+
+class Kind(NamedTuple):
+    time_layer: type
+    cell: type
+    init_params: object
+    n_states: int  # h, or h and c
+
+
+@pytest.fixture(
+    params=[
+        Kind(TimeRNN, RNN, init_rnn_params, 1),
+        Kind(TimeLSTM, LSTM, init_lstm_params, 2),
+        Kind(TimeGRU, GRU, init_gru_params, 1),
+    ],
+    ids=["rnn", "lstm", "gru"],
+)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def layer32(kind):
+    """D = 3, H = 4, float32."""
+    return kind.time_layer(*kind.init_params(3, 4, seed=0))
+
+
+def f32(*shape):
+    return np.zeros(shape, np.float32)
+
+
+def test_bad_xs_ndim(layer32):
+    with pytest.raises(ValueError, match=r"xs must be 3-D .*\(any, any, 3\).*got shape \(2, 3\)"):
+        layer32.forward(f32(2, 3))
+
+
+def test_bad_xs_feature_size(layer32):
+    with pytest.raises(ValueError, match=r"xs must have shape \(any, any, 3\), got \(2, 5, 4\)"):
+        layer32.forward(f32(2, 5, 4))
+
+
+def test_integer_input_rejected(layer32):
+    with pytest.raises(ValueError, match="dtype float32.*got int64"):
+        layer32.forward(np.zeros((2, 5, 3), np.int64))
+
+
+def test_stateful_batch_size_change(kind):
+    """A stateful layer carrying states for 2 rows (from a call, or set_state) refuses 3 rows until reset."""
+    layer = kind.time_layer(*kind.init_params(3, 4, seed=0), stateful=True)
+    layer.forward(f32(2, 5, 3))
+    with pytest.raises(ValueError, match="batch size 2, got a batch of 3"):
+        layer.forward(f32(3, 5, 3))
+    layer.set_state(*(f32(2, 4) for _ in range(kind.n_states)))
+    with pytest.raises(ValueError, match="batch size 2, got a batch of 3"):
+        layer.forward(f32(3, 5, 3))
+    layer.reset_state()
+    assert layer.forward(f32(3, 5, 3)).shape == (3, 5, 4)
+
+
+def test_backward_before_forward(kind):
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        kind.time_layer(*kind.init_params(3, 4)).backward(f32(2, 5, 4))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        kind.cell(*kind.init_params(3, 4)).backward(*(f32(2, 4) for _ in range(kind.n_states)))
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        ([5, 0], r"lengths must be in \[1, 5\]"),
+        ([6, 1], r"lengths must be in \[1, 5\]"),
+        ([5], r"lengths must have shape \(2,\), got \(1,\)"),
+        ([2.5, 1.0], "lengths must be integers"),
+    ],
+)
+def test_bad_lengths(layer32, lengths, message):
+    with pytest.raises(ValueError, match=message):
+        layer32.forward(f32(2, 5, 3), lengths=lengths)
