@@ -34,10 +34,11 @@ TRAIN = [
 # step 32 (not a multiple of 3) leaves the checkpoint of step 30: epoch 2, iteration 2, a carried state.
 STOP_AT, CHECKPOINT_STEP = 32, 30
 
-DRIVER = r"""
+# The start of the MPI drivers (this file's DRIVER and test_distributed_seq2seq's): wraps the
+# communicator that nprnn.distributed.mpi_world() returns, as the global ``comm``, in CountingComm.
+COUNTING_WORLD = r"""
 import json, os, signal, sys
 import nprnn.distributed as distributed
-from nprnn import cli, train
 
 class CountingComm:
     # passes everything to COMM_WORLD, counting Allreduce calls and remembering the last buffer
@@ -53,7 +54,7 @@ class CountingComm:
     def __getattr__(self, name):
         return getattr(self._comm, name)
 
-real_world, real_step = distributed.mpi_world, train.Trainer.train_step
+real_world = distributed.mpi_world
 comm = None
 
 def counted_world(environ=None):
@@ -61,6 +62,16 @@ def counted_world(environ=None):
     world = real_world(environ)
     comm = CountingComm(world) if world is not None else None
     return comm
+
+distributed.mpi_world = counted_world
+"""
+
+DRIVER = (
+    COUNTING_WORLD
+    + r"""
+from nprnn import cli, train
+
+real_step = train.Trainer.train_step
 
 def train_step(self, xs, ts):
     step = self.progress.step
@@ -76,13 +87,14 @@ def train_step(self, xs, ts):
     return loss
 
 steps, buffers = [], set()
-distributed.mpi_world, train.Trainer.train_step = counted_world, train_step
+train.Trainer.train_step = train_step
 code = cli.main(sys.argv[1:])
 if comm is not None:
     with open(os.environ["COUNTS"] + f".{comm.Get_rank()}", "w") as f:
         json.dump({"per_step": steps, "buffer_sizes": [size for _, size in buffers]}, f)
 sys.exit(code)
 """
+)
 
 
 def _launcher():
@@ -135,9 +147,15 @@ def train(tmp_path, data, out, *extra_args, ranks=1, mpiexec=None, expect=0, dro
     driver.write_text(DRIVER)
     args = [sys.executable, str(driver), "train", "--data", str(data), "--out", str(out), *MODEL, *TRAIN]
     args += ["--dropout", str(dropout), *extra_args]
+    return launch(args, _env(tmp_path, **env), ranks, mpiexec, expect)
+
+
+def launch(args, env, ranks=1, mpiexec=None, expect=0):
+    """Runs the command ``args``, under ``mpiexec -n ranks`` when ranks > 1; checks its exit code unless
+    ``expect`` is None."""
     if ranks > 1:
         args = [mpiexec, "-n", str(ranks), *args]
-    done = subprocess.run(args, env=_env(tmp_path, **env), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert expect is None or done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 

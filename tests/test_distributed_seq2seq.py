@@ -7,7 +7,6 @@ a developer's machine and fail in CI (the ``mpiexec`` fixture of ``test_distribu
 """
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -15,7 +14,14 @@ import pytest
 
 from nprnn.data.seq2seq import load_seq2seq
 from nprnn.train_seq2seq import Seq2seqConfig, Seq2seqTrainer, build_model
-from tests.test_distributed import _env, assert_same_arrays, load, mpiexec  # noqa: F401 (a fixture)
+from tests.test_distributed import (  # noqa: F401 (mpiexec: a fixture)
+    COUNTING_WORLD,
+    _env,
+    assert_same_arrays,
+    launch,
+    load,
+    mpiexec,
+)
 
 # 250 lines: 225 training examples (45 batches of 5 = 3 + 2 rows on 2 ranks) and 25 test questions
 # (13 + 12). Clipping at 0.5 is reached, so it must see the summed gradients.
@@ -27,33 +33,12 @@ ARGS = [
 ]  # fmt: skip
 INTERRUPT_AT = 50  # Ctrl-C on rank 1 during step 51's Allreduce: both ranks stop after step 52
 
-DRIVER = r"""
-import json, os, signal, sys
-import nprnn.distributed as distributed
+DRIVER = (
+    COUNTING_WORLD
+    + r"""
 from nprnn import cli, train_seq2seq
 
-class CountingComm:
-    # passes everything to COMM_WORLD, counting Allreduce calls and remembering the last buffer
-    def __init__(self, comm):
-        self._comm, self.allreduces, self.buffer, self.interrupt = comm, 0, None, False
-    def Allreduce(self, sendbuf, recvbuf, *args):
-        if self.interrupt:
-            self.interrupt = False
-            os.kill(os.getpid(), signal.SIGINT)
-        self.allreduces += 1
-        self.buffer = recvbuf
-        return self._comm.Allreduce(sendbuf, recvbuf, *args)
-    def __getattr__(self, name):
-        return getattr(self._comm, name)
-
-real_world, real_step = distributed.mpi_world, train_seq2seq.Seq2seqTrainer.train_step
-comm = None
-
-def counted_world(environ=None):
-    global comm
-    world = real_world(environ)
-    comm = CountingComm(world) if world is not None else None
-    return comm
+real_step = train_seq2seq.Seq2seqTrainer.train_step
 
 def train_step(self, x, t):
     if self.progress.step == int(os.environ.get("INTERRUPT_AT", -1)) and comm.Get_rank() == 1:
@@ -67,13 +52,14 @@ def train_step(self, x, t):
     return loss
 
 steps, buffers, rows = [], set(), []
-distributed.mpi_world, train_seq2seq.Seq2seqTrainer.train_step = counted_world, train_step
+train_seq2seq.Seq2seqTrainer.train_step = train_step
 code = cli.main(sys.argv[1:])
 rank = comm.Get_rank() if comm is not None else 0
 with open(os.environ["COUNTS"] + f".{rank}", "w") as f:
     json.dump({"per_step": steps, "buffer_sizes": [size for _, size in buffers], "rows": rows}, f)
 sys.exit(code)
 """
+)
 
 
 def toy_lines(n=N_LINES, seed=0):
@@ -93,14 +79,9 @@ def runs(tmp_path_factory, mpiexec):  # noqa: F811 (the imported fixture)
 
     def run(out, *extra, ranks=1, expect=0, **env):
         args = [sys.executable, str(tmp / "driver.py"), "seq2seq", "train", "--data", str(data), "--out", str(out)]
-        args += [*ARGS, *extra]
-        if ranks > 1:
-            args = [mpiexec, "-n", str(ranks), *args]
         environ = _env(tmp, **env)
         environ["COUNTS"] = str(out) + ".counts"
-        done = subprocess.run(args, env=environ, capture_output=True, text=True, timeout=300)
-        assert expect is None or done.returncode == expect, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done
+        return launch([*args, *ARGS, *extra], environ, ranks, mpiexec, expect)
 
     one, two = run(tmp / "one"), run(tmp / "two", ranks=2)
     return tmp, run, one, two
