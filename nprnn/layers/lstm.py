@@ -102,7 +102,8 @@ class LSTM:
 class TimeLSTM:
     """An LSTM over whole sequences, with truncated BPTT.
 
-    ``forward(xs: (N, T, D), h0: (N, H) | None, c0: (N, H) | None, *, lengths: (N,) | None) -> hs: (N, T, H)``
+    ``forward(xs: (N, T, D), h0: (N, H) | None, c0: (N, H) | None, *, lengths: (N,) | None,
+    step_bias: (N, 4H) | None) -> hs: (N, T, H)``
     ``backward(dhs: (N, T, H), dh_final: (N, H) | None, dc_final: (N, H) | None) -> dxs: (N, T, D)``
 
     State: ``.h`` and ``.c`` are the final hidden and cell states ``(N, H)`` of the last
@@ -115,6 +116,11 @@ class TimeLSTM:
 
     ``lengths`` makes a padded batch behave as if each sequence ran alone: past its
     length a row's states stop updating, its outputs are zero and get no gradient.
+
+    ``step_bias`` is added to every step's pre-activations of its row, like ``b`` but per
+    sequence: the projection of an input that is the same at every step (a peeky decoder's
+    encoder state, ``h_enc @ Wx_peek``), computed once instead of T times; its gradient, summed
+    over the steps, is left in ``.dstep_bias``.
 
     Fast path, as cuDNN does it: the input projection of all T steps is one matrix
     multiply; the time loop only does ``h @ Wh`` and the fused gate nonlinearities into
@@ -129,6 +135,7 @@ class TimeLSTM:
         self.stateful = stateful
         self.h = self.c = None
         self.dh = self.dc = None
+        self.dstep_bias = None
         self._cache = None
         # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5. Halving the f, i, o columns of the pre-activation
         # (exact: a power of two) lets a single tanh cover all four gates, which are not contiguous
@@ -160,11 +167,13 @@ class TimeLSTM:
             return carried
         return np.zeros((N, self.H), dtype=self.dtype)
 
-    def forward(self, xs, h0=None, c0=None, *, lengths=None):
+    def forward(self, xs, h0=None, c0=None, *, lengths=None, step_bias=None):
         Wx, Wh, b = self.params
         check_input("TimeLSTM", xs, (None, None, self.D), self.dtype, "xs")
         N, T, D = xs.shape
         lengths = check_lengths("TimeLSTM", lengths, N, T)
+        if step_bias is not None:
+            check_input("TimeLSTM", step_bias, (N, 4 * self.H), self.dtype, "step_bias")
         H, half = self.H, self._half
 
         # hs_all[0] / cs_all[0] are the initial states, [t + 1] the states after step t.
@@ -182,10 +191,12 @@ class TimeLSTM:
             gates = xs2 @ (Wx * half)
             gates += b * half
             gates = gates.reshape(T, N, 4 * H)
+            if step_bias is not None:
+                gates += step_bias * half
             self._forward_loop(gates, hs_all, cs_all, tanh_cs, steps, dead)
 
         self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
-        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead)
+        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, step_bias is not None)
         hs = hs_all[1:].transpose(1, 0, 2)
         return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
 
@@ -193,7 +204,7 @@ class TimeLSTM:
         if self._cache is None:
             raise RuntimeError("TimeLSTM: backward called before forward")
         Wx, Wh, b = self.params
-        xs2, hs_all, cs_all, gates, tanh_cs, steps, dead = self._cache
+        xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, has_step_bias = self._cache
         T, N, H = gates.shape[0], gates.shape[1], self.H
         check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
         dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
@@ -212,6 +223,7 @@ class TimeLSTM:
             self.grads[2][...] = dA2.sum(axis=0)
             dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
         self.dh, self.dc = dh, dc
+        self.dstep_bias = dA.sum(axis=0) if has_step_bias else None
         return dxs
 
     def _forward_loop(self, gates, hs_all, cs_all, tanh_cs, steps, dead):
@@ -249,7 +261,7 @@ class TimeLSTM:
     def _backward_loop(self, dhs, dh_final, dc_final, dead):
         """The time loop of backward in NumPy: returns ``dA: (T, N, 4H)``, the gradients of the
         pre-activations, and the gradients w.r.t. the initial states."""
-        _, hs_all, cs_all, gates, tanh_cs, _, _ = self._cache
+        _, hs_all, cs_all, gates, tanh_cs, *_ = self._cache
         T, N, H = gates.shape[0], gates.shape[1], self.H
         # Everything that does not depend on the incoming gradient is computed for all steps at
         # once. With dc = dc_next + dh * c_from_h the gradient into c_t, the pre-activation
@@ -290,7 +302,7 @@ class TimeLSTM:
 
     def _backward_loop_kernels(self, dhs, dh_final, dc_final, steps):
         """The same loop with a fused kernel per step (``nprnn.accel``)."""
-        _, hs_all, cs_all, gates, tanh_cs, _, _ = self._cache
+        _, hs_all, cs_all, gates, tanh_cs, *_ = self._cache
         T, N, H = gates.shape[0], gates.shape[1], self.H
         kernels = accel.kernels()
         dhs = np.ascontiguousarray(dhs)

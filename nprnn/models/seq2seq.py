@@ -158,7 +158,21 @@ class PeekyDecoder(Decoder):
     input ``concat(h, lstm_out)`` (``affine W: (2H, V)``), as the textbook's ``PeekyDecoder``.
     ``forward(xs: (N, T), h: (N, H)) -> scores (N, T, V)``; ``backward(dscores) -> dh: (N, H)``,
     which sums the gradient through the initial state and through every peek.
+
+    The peek is the same at every step, so its share of the input projection, ``h @ Wx[:H]``, is
+    computed once and given to the LSTM as a per-row ``step_bias`` (the textbook multiplies it at
+    every step): the LSTM itself only sees ``embed(x)`` and ``Wx[H:]``, views into the one ``Wx``
+    that ``params`` holds, as its gradient rows are views into the one ``dWx`` of ``grads``.
     """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
+        super().__init__(vocab_size, wordvec_size, hidden_size, seed, dtype)
+        H = self.H
+        (Wx, Wh, b), (dWx, dWh, db) = self.lstm.params, self.lstm.grads
+        self.lstm = TimeLSTM(Wx[H:], Wh, b)
+        self.lstm.grads = [dWx[H:], dWh, db]  # its backward writes the embedding rows of dWx in place
+        self._Wx_peek, self._dWx_peek = Wx[:H], dWx[:H]
+        self._h = None
 
     def _lstm_input_size(self, D, H):
         return H + D
@@ -170,29 +184,29 @@ class PeekyDecoder(Decoder):
         emb = self.embed.forward(xs)
         N, T, _ = emb.shape
         self._check_h(h, N)
+        self._h = h
+        out = self.lstm.forward(emb, h0=h, step_bias=h @ self._Wx_peek)
         peek = np.broadcast_to(h[:, None, :], (N, T, self.H))
-        out = self.lstm.forward(np.concatenate((peek, emb), axis=2), h0=h)
         return self.affine.forward(np.concatenate((peek, out), axis=2))
 
     def backward(self, dscores):
         H = self.H
         dout = self.affine.backward(dscores)
-        dxs = self.lstm.backward(dout[:, :, H:])
-        self.embed.backward(dxs[:, :, H:])
-        return self.lstm.dh + dout[:, :, :H].sum(axis=1) + dxs[:, :, :H].sum(axis=1)
+        self.embed.backward(self.lstm.backward(dout[:, :, H:]))
+        dpeek_proj = self.lstm.dstep_bias  # (N, 4H): the gradient of h @ Wx[:H], summed over the steps
+        self._dWx_peek[...] = self._h.T @ dpeek_proj
+        return self.lstm.dh + dout[:, :, :H].sum(axis=1) + dpeek_proj @ self._Wx_peek.T
 
     def start(self, h):
-        """Decoding state: ``(h, c, peek)``; ``peek`` is the encoder state shown to every step."""
+        """Decoding state: ``(h, c, peek, peek @ Wx[:H])``; ``peek`` is the encoder state shown to every step."""
         h, c = super().start(h)
-        return (h, c, h)
+        return (h, c, h, h @ self._Wx_peek)
 
     def step(self, ids, state):
-        h, c, peek = state
-        emb = self.embed.forward(ids[:, None])
-        peek_t = peek[:, None, :]
-        out = self.lstm.forward(np.concatenate((peek_t, emb), axis=2), h0=h, c0=c)
-        scores = self.affine.forward(np.concatenate((peek_t, out), axis=2))[:, 0]
-        return scores, (self.lstm.h, self.lstm.c, peek)
+        h, c, peek, peek_proj = state
+        out = self.lstm.forward(self.embed.forward(ids[:, None]), h0=h, c0=c, step_bias=peek_proj)
+        scores = self.affine.forward(np.concatenate((peek[:, None, :], out), axis=2))[:, 0]
+        return scores, (self.lstm.h, self.lstm.c, peek, peek_proj)
 
 
 class AttentionDecoder(Decoder):
