@@ -287,7 +287,50 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-class Trainer:
+class TrainingLoop:
+    """What the language-model ``Trainer`` and the seq2seq trainer share: the epoch loop, Ctrl-C (a
+    resumable checkpoint at the next step boundary), and checkpoints every ``config.save_every`` steps.
+
+    A subclass sets ``out_dir``, ``config``, ``progress``, ``iters_per_epoch``, ``parallel`` and
+    ``_stop_requested = False``, and defines ``save()`` and ``_run_epoch()``, which calls
+    ``_after_step(bar)`` after every update.
+    """
+
+    @property
+    def checkpoint_path(self):
+        return self.out_dir / "checkpoint.npz"
+
+    def run(self):
+        """Train until ``config.epochs``; returns the history (one dict per epoch). SIGINT saves a
+        resumable checkpoint at the next step boundary and raises ``KeyboardInterrupt``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        old_handler = signal.signal(signal.SIGINT, self._request_stop)
+        try:
+            while self.progress.epoch < self.config.epochs:
+                self._run_epoch()
+        finally:
+            signal.signal(signal.SIGINT, old_handler)
+        return self.progress.history
+
+    def _request_stop(self, signum, frame):
+        if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
+            self.parallel.signalled = True
+        else:
+            self._stop_requested = True
+
+    def _after_step(self, bar):
+        """After an update: stop if asked to (saving first), or checkpoint if ``save_every`` says so."""
+        p, c = self.progress, self.config
+        if self._stop_requested:
+            if bar is not None:
+                bar.close()
+            self.save()
+            raise KeyboardInterrupt(f"interrupted at step {p.step}; resumable checkpoint in {self.checkpoint_path}")
+        if c.save_every and p.step % c.save_every == 0 and p.iteration < self.iters_per_epoch:
+            self.save()
+
+
+class Trainer(TrainingLoop):
     """Trains ``model`` on ``corpus`` (a ``nprnn.data.Corpus``) with ``config``; files go to ``out_dir``:
     ``checkpoint.npz`` (resumable, latest), ``best.npz`` (best validation perplexity),
     ``metrics.jsonl`` (or ``.csv``) and ``perplexity.png``.
@@ -336,10 +379,6 @@ class Trainer:
         if c.schedule == "cosine":
             return optim.Cosine(self.optimizer, total=c.epochs)
         return None
-
-    @property
-    def checkpoint_path(self):
-        return self.out_dir / "checkpoint.npz"
 
     # -- saving and resuming
 
@@ -392,12 +431,6 @@ class Trainer:
 
     # -- the loop
 
-    def _request_stop(self, signum, frame):
-        if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
-            self.parallel.signalled = True
-        else:
-            self._stop_requested = True
-
     def train_step(self, xs, ts):
         # NumPy's overflow warnings would only say, over many lines, what the checks below report in one
         with np.errstate(all="ignore"):
@@ -426,18 +459,6 @@ class Trainer:
             )
         return loss
 
-    def run(self):
-        """Train until ``config.epochs``; returns the history. SIGINT saves a resumable checkpoint
-        at the next step boundary and raises ``KeyboardInterrupt``."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        old_handler = signal.signal(signal.SIGINT, self._request_stop)
-        try:
-            while self.progress.epoch < self.config.epochs:
-                self._run_epoch()
-        finally:
-            signal.signal(signal.SIGINT, old_handler)
-        return self.progress.history
-
     def _run_epoch(self):
         p, c, model = self.progress, self.config, self.model
         model.train = True
@@ -462,13 +483,7 @@ class Trainer:
                     loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
                     words_s=f"{done_here * words_per_batch / max(elapsed, 1e-9):,.0f}", refresh=False,
                 )  # fmt: skip
-            if self._stop_requested:
-                if bar is not None:
-                    bar.close()
-                self.save()
-                raise KeyboardInterrupt(f"interrupted at step {p.step}; resumable checkpoint in {self.checkpoint_path}")
-            if c.save_every and p.step % c.save_every == 0 and p.iteration < self.iters_per_epoch:
-                self.save()
+            self._after_step(bar)
         if bar is not None:
             bar.close()
         self._end_epoch()

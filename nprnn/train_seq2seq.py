@@ -21,7 +21,6 @@ The ``nprnn seq2seq train|eval|translate`` commands are defined here (``add_seq2
 import argparse
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from nprnn.data.seq2seq import BOOK_DATASETS, Seq2seqData, Seq2seqDataError, loa
 from nprnn.models.seq2seq import AttentionSeq2seq, PeekySeq2seq, Seq2seq, plot_attention
 from nprnn.train import (
     NumericError,
+    TrainingLoop,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
     progress_bar,
@@ -285,7 +285,7 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-class Seq2seqTrainer:
+class Seq2seqTrainer(TrainingLoop):
     """Trains ``model`` on ``data`` (a ``Seq2seqData``) with ``config``; files go to ``out_dir``:
     ``checkpoint.npz`` (the latest state, resumable), ``metrics.jsonl`` (one record per epoch:
     train loss, test accuracy, seconds) and ``accuracy.png``. ``extra_meta`` is stored in every
@@ -331,10 +331,6 @@ class Seq2seqTrainer:
         self.extra_meta = {"data": str(Path(data.path).resolve())} if data.path else {}
         self._stop_requested = False
 
-    @property
-    def checkpoint_path(self):
-        return self.out_dir / "checkpoint.npz"
-
     # -- saving and resuming
 
     def save(self, path=None):
@@ -369,12 +365,6 @@ class Seq2seqTrainer:
 
     # -- the loop
 
-    def _request_stop(self, signum, frame):
-        if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
-            self.parallel.signalled = True
-        else:
-            self._stop_requested = True
-
     def train_step(self, x, t):
         """One update on the batch ``x: (B, Tq)``, ``t: (B, Ta)`` (this rank's rows of it when data
         parallel); returns the full batch's mean loss."""
@@ -404,18 +394,6 @@ class Seq2seqTrainer:
         total = c.epochs * self.iters_per_epoch
         return c.lr * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
-    def run(self):
-        """Train until ``config.epochs``; returns the history (one dict per epoch). SIGINT saves a
-        resumable checkpoint at the next step boundary and raises ``KeyboardInterrupt``."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        old_handler = signal.signal(signal.SIGINT, self._request_stop)
-        try:
-            while self.progress.epoch < self.config.epochs:
-                self._run_epoch()
-        finally:
-            signal.signal(signal.SIGINT, old_handler)
-        return self.progress.history
-
     def _run_epoch(self):
         p, c, data = self.progress, self.config, self.data
         if p.iteration == 0:
@@ -435,13 +413,7 @@ class Seq2seqTrainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if self._stop_requested:
-                if bar is not None:
-                    bar.close()
-                self.save()
-                raise KeyboardInterrupt(f"interrupted at step {p.step}; resumable checkpoint in {self.checkpoint_path}")
-            if c.save_every and p.step % c.save_every == 0 and p.iteration < self.iters_per_epoch:
-                self.save()
+            self._after_step(bar)
         if bar is not None:
             bar.close()
         self._end_epoch()
