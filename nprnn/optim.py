@@ -473,11 +473,16 @@ class StepDecay(_Schedule):
         return self.optimizer.lr
 
 
+def cosine_lr(base_lr, n, total, min_lr=0.0):
+    """``min_lr + (base_lr - min_lr) (1 + cos(pi n / total)) / 2``, staying at ``min_lr`` once ``n >= total``."""
+    progress = min(n, total) / total
+    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
 class Cosine(_Schedule):
     """Cosine annealing from the optimizer's lr down to ``min_lr`` over ``total`` steps.
 
-    After ``n`` calls of ``step()``: ``lr = min_lr + (base_lr - min_lr) (1 + cos(pi n / total)) / 2``,
-    staying at ``min_lr`` once ``n >= total``.
+    After ``n`` calls of ``step()``: ``lr = cosine_lr(base_lr, n, total, min_lr)``.
     """
 
     fields = ("base_lr", "total", "min_lr", "count")
@@ -491,8 +496,7 @@ class Cosine(_Schedule):
 
     def step(self):
         self.count += 1
-        progress = min(self.count, self.total) / self.total
-        self.optimizer.lr = self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+        self.optimizer.lr = cosine_lr(self.base_lr, self.count, self.total, self.min_lr)
         return self.optimizer.lr
 
 

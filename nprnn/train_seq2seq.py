@@ -391,8 +391,7 @@ class Seq2seqTrainer(TrainingLoop):
         c = self.config
         if c.schedule == "constant":
             return c.lr
-        total = c.epochs * self.iters_per_epoch
-        return c.lr * (1 + math.cos(math.pi * min(step, total) / total)) / 2
+        return optim.cosine_lr(c.lr, step, c.epochs * self.iters_per_epoch)
 
     def _run_epoch(self):
         p, c, data = self.progress, self.config, self.data
