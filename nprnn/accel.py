@@ -23,13 +23,12 @@ per-step ones and the all-steps ones (input projection, weight gradients), on on
 per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations, or if the
 machine is busy: other processes' runnable tasks, averaged over about 5 seconds, are at least
 ``BUSY_LOAD`` (0.5), i.e. they keep half a core busy (read from Linux's /proc; elsewhere the machine
-never counts as busy). Otherwise BLAS uses its own threads. A call whose largest product is under
-``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left alone.
-Below 1.5 MFLOP OpenBLAS keeps a product on one thread anyway, and threading only the all-steps
-products of such a call does not pay either: their
-threads spin between them, against the rest of the call and other processes' threads (measured next
-to a torch process on the idle machine: TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one
-thread).
+never counts as busy). Otherwise BLAS uses its own threads. Threading only the all-steps products
+of a call with small per-step products does not pay: their threads spin between them, against the
+rest of the call and other processes' threads (measured next to a torch process on the idle machine:
+TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one thread). A call whose largest product
+is under ``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left
+alone. ``threads_for_time_layer`` works out both figures from a call's sizes.
 
 The output layer ``TimeAffine`` runs its products under the same policy (judged by the product's own
 FLOPs): on a busy machine a 2-thread (512, 256) @ (256, 13) product of a seq2seq decoder took 16 ms
@@ -183,6 +182,14 @@ class threads_for:
                 if _blas["depth"] == 0:
                     for lib, saved in zip(self.libs, _blas["saved"]):
                         lib.set_num_threads(saved)
+
+
+def threads_for_time_layer(N, T, D, H, gates):
+    """``threads_for`` a forward or backward call of a time layer on ``(N, T, D)`` inputs with ``gates``
+    blocks of ``H`` units: its per-step product is ``(N, H) @ (H, gates H)``, its largest one
+    ``(T N, max(D, H)) @ (max(D, H), gates H)`` (input projection, weight gradients)."""
+    width = gates * H
+    return threads_for(2 * N * H * width, 2 * T * N * width * max(H, D))
 
 
 def _from_environment():

@@ -172,8 +172,7 @@ class TimeGRU:
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        # BLAS threads, judged by the per-step product and the largest (all-steps) one
-        with accel.threads_for(2 * N * H * 3 * H, 2 * T * N * H * 3 * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 3):
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
             gates = xs2 @ Wx
             gates += b
@@ -195,7 +194,7 @@ class TimeGRU:
         dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
         check_input("TimeGRU", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.threads_for(2 * N * H * 3 * H, 2 * T * N * H * 3 * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 3):
             if accel.kernels() is not None:
                 dA, dA_n, dh = self._backward_loop_kernels(dhs, dh_final, steps)
             else:

@@ -185,8 +185,7 @@ class TimeLSTM:
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        # BLAS threads, judged by the per-step product and the largest (all-steps) one
-        with accel.threads_for(2 * N * H * 4 * H, 2 * T * N * H * 4 * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 4):
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
             gates = xs2 @ (Wx * half)
             gates += b * half
@@ -212,7 +211,7 @@ class TimeLSTM:
         check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
         check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
 
-        with accel.threads_for(2 * N * H * 4 * H, 2 * T * N * H * 4 * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 4):
             if accel.kernels() is not None:
                 dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
             else:

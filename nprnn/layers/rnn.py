@@ -130,8 +130,7 @@ class TimeRNN:
         hs_all[0] = self._initial_state(N, h0)
         dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
         xs_tm = xs.transpose(1, 0, 2).reshape(T * N, self.D)  # a time-major copy, kept for backward's dWx
-        # BLAS threads, judged by the per-step product and the largest (all-steps) one
-        with accel.threads_for(2 * N * H * H, 2 * T * N * H * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 1):
             np.matmul(xs_tm, Wx, out=hs_all[1:].reshape(T * N, H))
             hs_all[1:] += b
             self._forward_loop(hs_all, lengths, dead)
@@ -151,7 +150,7 @@ class TimeRNN:
         if dh_final is not None:
             check_input("TimeRNN", dh_final, (N, H), self.dtype, "dh_final")
 
-        with accel.threads_for(2 * N * H * H, 2 * T * N * H * max(H, self.D)):
+        with accel.threads_for_time_layer(N, T, self.D, H, 1):
             if accel.kernels() is not None:
                 dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, lengths)
             else:

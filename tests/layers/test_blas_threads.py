@@ -1,4 +1,4 @@
-"""The output layer's matrix products follow the same BLAS-thread policy as the time layers
+"""The time layers and the output layer run their matrix products under the BLAS-thread policy
 (``nprnn.accel.threads_for``, whose decisions tests/layers/test_kernels.py checks): on a busy
 machine a 2-thread OpenBLAS product of a seq2seq output layer stalled for 16 ms where it takes
 0.16 ms."""
@@ -7,6 +7,9 @@ import numpy as np
 
 from nprnn import accel
 from nprnn.layers import TimeAffine
+from nprnn.layers.gru import TimeGRU, init_gru_params
+from nprnn.layers.lstm import TimeLSTM, init_lstm_params
+from nprnn.layers.rnn import TimeRNN, init_rnn_params
 
 
 class Recorder:
@@ -39,3 +42,19 @@ def test_time_affine_products_run_under_the_thread_policy(monkeypatch):
     np.testing.assert_allclose(dxs, dout @ layer.params[0].T, rtol=1e-12)
     np.testing.assert_allclose(layer.grads[0], xs.reshape(-1, D).T @ dout.reshape(-1, V), rtol=1e-12)
     np.testing.assert_allclose(layer.grads[1], dout.sum(axis=(0, 1)), rtol=1e-12)
+
+
+def test_time_layers_are_judged_by_their_per_step_and_largest_products(monkeypatch):
+    monkeypatch.setattr(accel, "threads_for", Recorder)
+    N, T, D, H = 3, 4, 7, 5
+    for cls, init, gates in (
+        (TimeRNN, init_rnn_params, 1),
+        (TimeLSTM, init_lstm_params, 4),
+        (TimeGRU, init_gru_params, 3),
+    ):
+        Recorder.calls = []
+        layer = cls(*init(D, H, dtype=np.float64))
+        layer.forward(np.ones((N, T, D)))
+        layer.backward(np.ones((N, T, H)))
+        per_step, largest = 2 * N * H * gates * H, 2 * T * N * gates * H * max(D, H)
+        assert Recorder.calls == [(per_step, largest)] * 2, cls.__name__  # forward, then backward
