@@ -406,6 +406,9 @@ def test_learns_a_toy_task_to_exact_match(kind, reverse, length):
     assert accuracy(model.generate(x_test, 0, length)) == 1.0, f"not learned after {step} steps"
     ids, logprob = model.beam_search(x_test, 0, length, beam_width=3)
     assert accuracy(ids) == 1.0
-    # not a theorem for a narrow beam, but on a trained model beam search should not lose to greedy
+    # not a theorem for a narrow beam, but on a trained model beam search should not lose to greedy;
+    # the K-row beam and the 1-row greedy products round differently in float32 (by ~1e-7 per step
+    # on OpenBLAS's Haswell kernels), so "not lose" is up to float32 rounding of the summed log-probs
     _, greedy_logprob = model.beam_search(x_test, 0, length, beam_width=1)
-    assert np.all(logprob >= greedy_logprob)
+    assert model.params[0].dtype == np.float32
+    np.testing.assert_array_less(greedy_logprob - 1e-5 * length, logprob)
