@@ -8,10 +8,14 @@ appearance. For PTB this gives exactly the ids of the textbook's
 Character level: every character is a token, and a line break stays the
 character ``"\\n"`` (no ``<eos>`` token), so ``decode(encode(text)) == text``.
 
+Every built vocabulary has its line-end token (``<eos>`` or ``"\\n"``), even with
+``max_vocab`` or for a text without a line break: it is the token a language model
+starts generating from (``start_id``), so sampling from any trained model works.
+
 Both levels have ``<unk>``: out-of-vocabulary tokens encode to its id. If the
 training text contains ``<unk>`` itself (PTB does), that token *is* the unknown
 token and keeps its first-appearance id; otherwise it is appended after the
-corpus tokens (as is ``<eos>`` at word level if the text has no line break).
+corpus tokens (as is the line-end token if the text has no line break).
 
 Ids are stored compactly: ``uint16`` while the vocabulary has at most 65,536
 tokens (any word vocabulary of a normal corpus, every character vocabulary of
@@ -26,6 +30,7 @@ import numpy as np
 UNK = "<unk>"
 EOS = "<eos>"
 LEVELS = ("word", "char")
+LINE_END = {"word": EOS, "char": "\n"}  # the token of a line break, at each level
 
 
 def _check_level(level):
@@ -60,8 +65,11 @@ class Vocab:
     """A token <-> id mapping.
 
     ``tokens[i]`` is the token with id ``i``; ``word_to_id`` maps back (the textbook's
-    names). ``unk_id`` is the id of ``<unk>``; ``eos_id`` is the id of the line-end
-    token (``<eos>`` at word level, ``"\\n"`` at char level; ``None`` if absent).
+    names). ``unk_id`` is the id of ``<unk>``; ``eos_id`` (also ``start_id``) is the id of the
+    line-end token (``<eos>`` at word level, ``"\\n"`` at char level), where generation starts.
+    ``Vocab.build`` always includes that token; a vocabulary given without it (a checkpoint
+    written before it was always kept) gets the id a line break encodes to, ``unk_id``: the
+    id its model saw at every line start. So ``eos_id`` is never ``None``.
     """
 
     def __init__(self, tokens, level="word"):
@@ -79,7 +87,17 @@ class Vocab:
         if UNK not in self.word_to_id:
             raise ValueError(f"Vocab: the tokens must include {UNK!r}")
         self.unk_id = self.word_to_id[UNK]
-        self.eos_id = self.word_to_id.get(EOS if level == "word" else "\n")
+        self.eos_id = self.word_to_id.get(LINE_END[level], self.unk_id)
+
+    @property
+    def start_id(self):
+        """The id generation starts from: the line-end token's (``eos_id``)."""
+        return self.eos_id
+
+    @property
+    def line_end(self):
+        """The line-end token: ``"<eos>"`` at word level, ``"\\n"`` at char level."""
+        return LINE_END[self.level]
 
     @classmethod
     def build(cls, source, *, level="word", max_vocab=None):
@@ -87,7 +105,8 @@ class Vocab:
 
         Ids follow the order of first appearance. With ``max_vocab``, only the most frequent
         tokens are kept (ties broken by first appearance) so that the vocabulary has at most
-        ``max_vocab`` tokens in all; ``<unk>`` (and ``<eos>`` at word level) are always kept.
+        ``max_vocab`` tokens in all; ``<unk>`` and the line-end token (``<eos>`` at word level,
+        ``"\\n"`` at char level) are always kept, and appended if the text lacks them.
         The kept tokens keep their first-appearance order. An iterable is consumed once,
         so a generator over a large file needs memory only for the vocabulary.
         """
@@ -95,15 +114,14 @@ class Vocab:
         tokens = tokenize(source, level) if isinstance(source, str) else source
         counts = Counter()
         counts.update(tokens)  # dict order = order of first appearance
-        specials = (UNK, EOS) if level == "word" else (UNK,)
+        specials = (UNK, LINE_END[level])
         kept = list(counts)
         if max_vocab is not None:
             if isinstance(max_vocab, bool) or not isinstance(max_vocab, (int, np.integer)):
                 raise ValueError(f"max_vocab must be an integer, got {type(max_vocab).__name__}")
             if max_vocab < len(specials):
-                raise ValueError(
-                    f"max_vocab must be at least {len(specials)} (for {', '.join(specials)}), got {max_vocab}"
-                )
+                names = ", ".join(map(repr, specials))
+                raise ValueError(f"max_vocab must be at least {len(specials)} (for {names}), got {max_vocab}")
             ordinary = [t for t in counts if t not in specials]
             # sorted() is stable, so equal counts stay in first-appearance order.
             top = set(sorted(ordinary, key=counts.__getitem__, reverse=True)[: max_vocab - len(specials)])

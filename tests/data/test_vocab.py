@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -107,7 +112,8 @@ def test_max_vocab_keeps_specials_even_when_rare():
     text = "a a a <unk> b b\n"
     v = Vocab.build(text, max_vocab=3)
     assert v.tokens == ["a", UNK, EOS]
-    assert Vocab.build(text, max_vocab=3, level="char").tokens == ["a", " ", UNK]
+    # char level: <unk> and "\n" kept, plus the most frequent character (" ", 5 times)
+    assert Vocab.build(text, max_vocab=3, level="char").tokens == [" ", "\n", UNK]
 
 
 @settings(max_examples=60, deadline=None)
@@ -151,12 +157,13 @@ def test_char_level():
 def test_char_round_trip(text):
     v = Vocab.build(text, level="char")
     assert v.decode(v.encode(text)) == text
-    assert len(v) == len(set(text)) + 1
+    assert len(v) == len(set(text)) + 1 + ("\n" not in text)  # + <unk>, + "\n" if the text lacks it
+    assert v.start_id == v.eos_id == v.word_to_id["\n"]
 
 
 def test_char_level_with_literal_unk_text():
     v = Vocab.build("<unk>", level="char")
-    assert v.tokens == ["<", "u", "n", "k", ">", UNK]  # the characters, then the unknown token
+    assert v.tokens == ["<", "u", "n", "k", ">", UNK, "\n"]  # the characters, then <unk> and the line break
     np.testing.assert_array_equal(v.encode("<unk>!"), [0, 1, 2, 3, 4, 5])
 
 
@@ -227,3 +234,74 @@ def test_bad_level():
         Vocab.build("a", level="bytes")
     with pytest.raises(ValueError, match="level must be 'word' or 'char'"):
         tokenize("a", "sentence")
+
+
+# ---------------------------------------------------------------- the line-end token is always there (issue 14.5)
+
+
+@pytest.mark.parametrize("level, line_end", [("word", EOS), ("char", "\n")])
+@pytest.mark.parametrize("text", ["one line without a break", "aaaa bbbb cccc\ndddd eeee\n" * 3])
+@pytest.mark.parametrize("max_vocab", [None, 2, 3])
+def test_line_end_and_unk_always_kept(level, line_end, text, max_vocab):
+    v = Vocab.build(text, level=level, max_vocab=max_vocab)
+    assert line_end in v and UNK in v and v.line_end == line_end
+    assert v.eos_id == v.start_id == v.word_to_id[line_end] and v.unk_id == v.word_to_id[UNK]
+    assert max_vocab is None or len(v) <= max_vocab
+    # every token of the text, and any other, encodes to a defined id; a line break to eos_id
+    ids = v.encode(text + "\nzzz ¤")
+    assert ids.max() < len(v) and v.encode("\n").tolist() == [v.eos_id]
+
+
+def test_char_max_vocab_keeps_newline_although_rare():
+    text = "e" * 50 + " " * 40 + "a" * 30 + "\n"  # "\n" is the rarest character
+    v = Vocab.build(text, level="char", max_vocab=3)
+    assert v.tokens == ["e", "\n", UNK]
+    assert v.encode("e a\n").tolist() == [0, 2, 2, 1]  # dropped characters -> <unk>
+    assert Vocab.build("abc", level="char").tokens == ["a", "b", "c", UNK, "\n"]  # no line break: appended
+
+
+def test_char_max_vocab_below_two_is_refused():
+    with pytest.raises(ValueError, match=r"max_vocab must be at least 2 \(for '<unk>', '\\n'\), got 1"):
+        Vocab.build("abc\n", level="char", max_vocab=1)
+
+
+def test_vocab_without_line_end_starts_from_unk():
+    """A checkpoint written before the line end was always kept: a line break encoded to <unk>
+    there, so generation starts from <unk>, the id its model saw at each line start; never None."""
+    old = Vocab(["e", " ", "a", UNK], "char")
+    assert old.eos_id == old.start_id == old.unk_id == 3
+    assert old.encode("\n").tolist() == [old.start_id]
+    assert Vocab.from_array(old.to_array(), "char").start_id == 3
+    assert Vocab(["a", UNK], "word").start_id == 1
+
+
+def _run(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return subprocess.run(
+        [sys.executable, "-m", "nprnn", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+SMALL = ("--hidden", "16", "--embed", "8", "--batch-size", "4", "--bptt", "8", "--epochs", "1", "--no-progress")
+
+
+@pytest.mark.parametrize("corpus", ["builtin", "no-line-break"])
+def test_cli_train_and_generate_with_tiny_char_vocab(tmp_path, corpus):
+    """`nprnn train --max-vocab 10` (char level) used to die printing the sample with a TypeError
+    on 'NoneType', as did `nprnn generate` on its checkpoint, and a corpus without a line break."""
+    data = []
+    if corpus == "no-line-break":
+        # a PTB-layout folder (one line cannot be split 90/5/5 by lines), no file with a line break
+        folder = tmp_path / "corpus"
+        folder.mkdir()
+        for which, repeat in (("train", 60), ("valid", 5), ("test", 5)):
+            (folder / f"one.{which}.txt").write_text("the quick brown fox jumps over the lazy dog " * repeat)
+        data = ["--data", str(folder), "--eval-batch-size", "2", "--eval-bptt", "8"]
+    out = tmp_path / "run"
+    options = ("--level", "char", "--max-vocab", "10", "--max-batches", "3", "--out", str(out))
+    train = _run("train", *options, *SMALL, *data)
+    assert train.returncode == 0, train.stderr
+    assert "Traceback" not in train.stderr and "--- sample" in train.stdout
+    gen = _run("generate", str(out / "best.npz"), "--length", "20")
+    assert gen.returncode == 0, gen.stderr
+    assert "--- sample" in gen.stdout and "Traceback" not in gen.stderr
