@@ -64,3 +64,12 @@ def check_lengths(name, lengths, N, T):
 
 def _fmt(shape):
     return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def positive_int(what, value, where=None):
+    """``value`` as an int if it is a positive integer (not a bool), else ``ValueError`` naming ``what``
+    (and ``where``, e.g. the class or file, when given). The one place that makes this check."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}{what} must be a positive integer, got {value!r}")
+    return int(value)
