@@ -1,9 +1,14 @@
 """Checkpoints: exact round trips, atomic writes under injected failures, and every kind of bad file
 refused with a CheckpointError naming the file, without ever unpickling."""
 
+import errno
+import io
 import json
 import os
 import pickle
+import re
+import struct
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -14,7 +19,9 @@ from hypothesis import strategies as st
 import nprnn.checkpoint as ckpt
 from nprnn.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     load_checkpoint,
+    open_checkpoint,
     rng_from_state,
     rng_state,
     save_checkpoint,
@@ -54,6 +61,12 @@ def assert_same_arrays(got, expected):
     for k, a in expected.items():
         assert got[k].dtype == a.dtype and got[k].shape == a.shape, k
         np.testing.assert_array_equal(got[k], a)
+
+
+def npy_bytes(a):
+    f = io.BytesIO()
+    np.lib.format.write_array(f, a, allow_pickle=False)
+    return f.getvalue()
 
 
 def dir_listing(path):
@@ -123,7 +136,7 @@ def test_meta_keeps_infinity(tmp_path):
     assert load_checkpoint(tmp_path / "c.npz")[1] == {"best": float("inf")}
 
 
-DTYPES = [np.float32, np.float64, np.int8, np.int64, np.uint16, np.bool_, np.complex128]
+DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int64, np.uint16, np.uint64, np.bool_]
 
 
 @settings(max_examples=30, deadline=None)
@@ -225,8 +238,9 @@ def test_failure_in_replace_leaves_old_file(monkeypatch, previous):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(PermissionError):
+    with pytest.raises(CheckpointWriteError) as info:
         save_checkpoint(path, {"a": np.zeros(3)}, {"epoch": 4})
+    assert str(info.value) == f"{path}: Permission denied" and info.value.errno == errno.EACCES
     assert path.read_bytes() == old
     assert dir_listing(path.parent) == [path.name]
 
@@ -294,9 +308,11 @@ def test_refused_before_anything_is_written(previous, arrays, meta, match):
 
 
 def test_non_finite_allowed_when_asked(tmp_path):
-    save_checkpoint(tmp_path / "c.npz", {"w": np.array([np.nan, np.inf])}, {}, finite=False)
-    w = load_checkpoint(tmp_path / "c.npz")[0]["w"]
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"w": np.array([np.nan, np.inf, 1.0]), "i": np.arange(2)}, {}, finite=False)
+    w = load_checkpoint(path, finite=False)[0]["w"]
     assert np.isnan(w[0]) and w[1] == np.inf
+    expect_error(path, r"member 'w.npy' holds 2 NaN or Inf values of 3; expected finite floats")
 
 
 # ---------------------------------------------------------------- bad files
@@ -414,6 +430,7 @@ def test_zip_with_foreign_member(tmp_path):
 def test_zip_member_that_is_not_npy(tmp_path):
     with zipfile.ZipFile(tmp_path / "c.npz", "w") as zf:
         zf.writestr("w.npy", b"definitely not an array")
+        zf.writestr("__nprnn__.npy", npy_bytes(np.array(json.dumps({"format": ckpt.FORMAT, "version": 1, "meta": {}}))))
     expect_error(tmp_path / "c.npz", "member 'w.npy' is not a valid .npy array")
 
 
@@ -423,3 +440,172 @@ def test_compressed_npz_loads(tmp_path):
     arrays, meta = load_checkpoint(tmp_path / "c.npz")
     np.testing.assert_array_equal(arrays["w"], np.arange(5.0))
     assert meta == {"k": 1}
+
+
+# ---------------------------------------------------------------- bounded reading (issue 14, point 3)
+
+
+def meta_npy(meta=None):
+    return npy_bytes(np.array(json.dumps({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": meta or {}})))
+
+
+def npy_header(shape, descr="<f8", fortran=False, version=1):
+    """The bytes of an .npy header declaring ``shape`` and ``descr``, without any data."""
+    f = io.BytesIO()
+    d = {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}
+    getattr(np.lib.format, f"write_array_header_{version}_0")(f, d)
+    return f.getvalue()
+
+
+def write_zip(path, members, compression=zipfile.ZIP_STORED):
+    """A zip of ``{member name: bytes}``, the valid metadata member added unless given."""
+    members = dict(members)
+    members.setdefault("__nprnn__.npy", meta_npy())
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_header_declaring_2_to_the_40_floats(tmp_path):
+    path = write_zip(tmp_path / "c.npz", {"w.npy": npy_header((2**40,)) + b"\0" * 64})
+    tracemalloc.start()
+    try:
+        expect_error(path, r"member 'w.npy' declares shape \(1099511627776,\) of float64, 8.0 TiB .*holds 192 bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_header_declaring_too_few_bytes(tmp_path):
+    path = write_zip(tmp_path / "c.npz", {"w.npy": npy_header((3,)) + b"\0" * 32})
+    expect_error(path, r"member 'w.npy' declares shape \(3,\) of float64, 152 bytes with its header, but holds 160")
+
+
+def test_the_spec_is_checked_before_reading_through_the_reader(tmp_path):
+    path = write_zip(tmp_path / "c.npz", {"w.npy": npy_header((2**40, 2**40)) + b"\0" * 8})
+    with pytest.raises(CheckpointError, match="declares shape"), open_checkpoint(path) as reader:
+        reader.spec("w")
+
+
+def test_huge_header_length_is_refused(tmp_path):
+    raw = np.lib.format.magic(2, 0) + struct.pack("<I", 2**31) + b" " * 100
+    expect_error(write_zip(tmp_path / "c.npz", {"w.npy": raw}), "2,147,483,648-byte .npy header; at most 10,000")
+
+
+def zip_bomb(path, inflated):
+    """A valid checkpoint plus a deflated member of ``inflated`` zero bytes (a 1000:1 ratio)."""
+    save_checkpoint(path, {"a": np.ones(3, np.float32)}, {"k": 1})
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("bomb.npy", "w", force_zip64=True) as member:
+            member.write(npy_header((inflated,), "|u1"))
+            for at in range(0, inflated, 2**20):
+                member.write(bytes(min(2**20, inflated - at)))
+    return path
+
+
+def test_compressed_member_inflating_far_beyond_the_file_is_refused_before_inflating(tmp_path):
+    path = zip_bomb(tmp_path / "bomb.npz", 64 * 2**20)
+    assert path.stat().st_size < 2**20  # a small file that would inflate to 64 MiB
+    tracemalloc.start()
+    try:
+        expect_error(path, r"member 'bomb.npy' would inflate from .* KiB to 64.0 MiB; refused \(at most 32x")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20
+
+
+def test_unknown_member_is_refused_unread(tmp_path):
+    path = zip_bomb(tmp_path / "bomb.npz", 2**19)  # below the floor: this one would be read
+    assert set(load_checkpoint(path)[0]) == {"a", "bomb"}
+    opened = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zipfile.ZipFile, "open", spy)
+        with pytest.raises(CheckpointError, match=r"unexpected member 'bomb.npy'; expected only 'a'") as info:
+            load_checkpoint(path, allowed={"a"})
+    assert str(path) in str(info.value)
+    assert opened == []  # refused from the zip directory alone: not even the metadata was read
+    with pytest.raises(CheckpointError, match="unexpected member 'bomb.npy'; expected only the arrays"):
+        load_checkpoint(path, allowed=lambda name: not name.startswith("bomb"))
+    assert set(load_checkpoint(path, allowed=lambda name: True)[0]) == {"a", "bomb"}
+
+
+def test_honestly_compressed_npz_loads(tmp_path):
+    path = tmp_path / "c.npz"
+    text = json.dumps({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": {}})
+    np.savez_compressed(path, z=np.zeros(100_000, np.float32), __nprnn__=np.array(text))  # 400 KB of zeros
+    np.testing.assert_array_equal(load_checkpoint(path)[0]["z"], np.zeros(100_000, np.float32))
+
+
+def test_too_many_members(tmp_path):
+    members = {f"m{i}.npy": npy_bytes(np.zeros(1, np.float32)) for i in range(ckpt.MAX_MEMBERS)}
+    expect_error(write_zip(tmp_path / "c.npz", members), "4,097 members; a checkpoint holds at most 4,096")
+    with pytest.raises(ValueError, match="4,096 arrays; at most 4,095"):
+        save_checkpoint(tmp_path / "d.npz", {f"m{i}": np.zeros(1) for i in range(ckpt.MAX_MEMBERS)}, {})
+
+
+def test_metadata_size_is_bounded(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {}, {"vocab": ["word"] * 300})
+    monkeypatch.setattr(ckpt, "MAX_META_BYTES", 4000)
+    expect_error(path, r"metadata member '__nprnn__' is .* KiB; at most 3,906.2|at most 3.9 KiB")
+    with pytest.raises(ValueError, match="meta is .* characters of JSON; at most 1,000"):
+        save_checkpoint(tmp_path / "d.npz", {}, {"vocab": ["word"] * 300})
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_deeply_nested_metadata_is_refused(tmp_path):
+    write_zip(tmp_path / "c.npz", {"__nprnn__.npy": npy_bytes(np.array("[" * 100_000))})
+    expect_error(tmp_path / "c.npz", "metadata is not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "array, match",
+    [
+        (np.ones(2, np.complex128), "complex128; expected bool, integer, float or unicode (not complex"),
+        (np.array([b"ab"]), "|S2; expected bool, integer, float or unicode"),
+        (np.zeros(2, ">f8"), ">f8; expected native byte order <f8"),
+        (np.zeros(2, ">i4"), ">i4; expected native byte order <i4"),
+        (np.zeros(2, "datetime64[s]"), "datetime64[s]; expected bool"),
+        (np.zeros(2, np.longdouble), "float128; expected a float of 2 or 4 or 8 bytes"),
+        (np.zeros(2, [("x", "<f4")]), "[('x', '<f4')]; expected a plain bool, integer, float or unicode dtype, not a"),
+        (np.zeros(2, "V4"), "|V4; expected a plain bool, integer, float or unicode dtype, not a structured one"),
+    ],
+    ids=["complex", "bytes", "big-endian-float", "big-endian-int", "datetime", "longdouble", "structured", "void"],
+)
+def test_refused_dtypes(tmp_path, array, match):
+    path = write_zip(tmp_path / "c.npz", {"x.npy": npy_bytes(array)})
+    expect_error(path, "member 'x.npy' has dtype " + re.escape(match))
+    with pytest.raises(ValueError, match="save_checkpoint: 'x' has dtype"):
+        save_checkpoint(tmp_path / "d.npz", {"x": array}, {})
+
+
+def test_fortran_ordered_arrays_round_trip(tmp_path, rng):
+    w = np.asfortranarray(rng.standard_normal((3, 5)).astype(np.float32))
+    save_checkpoint(tmp_path / "c.npz", {"w": w, "wt": w.T[:, :2].T}, {})
+    got = load_checkpoint(tmp_path / "c.npz")[0]
+    np.testing.assert_array_equal(got["w"], w)
+    np.testing.assert_array_equal(got["wt"], w.T[:, :2].T)
+
+
+def test_duplicate_member(tmp_path):
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(tmp_path / "c.npz", "w") as zf:
+            zf.writestr("__nprnn__.npy", meta_npy())
+            zf.writestr("w.npy", npy_bytes(np.zeros(2)))
+            zf.writestr("w.npy", npy_bytes(np.ones(2)))
+    expect_error(tmp_path / "c.npz", "member 'w.npy' appears twice")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_other_compression_methods_are_refused(tmp_path, method):
+    path = write_zip(tmp_path / "c.npz", {"w.npy": npy_bytes(np.zeros(2))}, compression=method)
+    expect_error(path, f"uses zip compression method {method}; expected stored or deflate")
