@@ -17,13 +17,18 @@ neighbouring lines of documentation are far from independent.
 
 Files must be UTF-8 (a BOM is dropped; ``\\r\\n`` and ``\\r`` count as line breaks, as
 in Python's text mode). Every problem with a file raises ``DataError`` with one line
-that names the file.
+that names the file. Only regular files (or symlinks to them) are read: a FIFO, a
+device such as ``/dev/zero`` or a socket is refused before it is opened, so reading
+never blocks or runs without end; OS errors (``EACCES``...) name the file too.
 
 Ids can be stored as a raw ``.npy`` (``save_ids``) and memory-mapped back
 (``open_ids``); ``encode_file`` streams a text file of any size into such a file.
 """
 
+import io
 import os
+import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +71,66 @@ class Corpus:
         return f"Corpus({self.name!r}, {self.level} level, vocab {len(self.vocab):,}; tokens: {sizes})"
 
 
+# -------------------------------------------------------------------- opening files
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode):
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+
+
+def _os_error(path, error, cls=DataError):
+    """A ``cls`` error naming ``path`` for an ``OSError`` (``"x.txt: Permission denied"``)."""
+    return cls(f"{path}: {error.strerror or error}")
+
+
+def check_regular_file(path, error=DataError):
+    """``os.stat`` of ``path`` (following symlinks), raising ``error`` unless it is a regular file.
+
+    Nothing is opened, so a FIFO or a device is refused without blocking. Returns the stat result.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file or directory") from None
+    except OSError as e:
+        raise error(f"{path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: not a regular file ({_kind(st.st_mode)}), expected a file")
+    return st
+
+
+def open_regular_file(path, error=DataError):
+    """Open ``path`` for binary reading if it is a regular file, else raise ``error`` naming it.
+
+    ``os.stat`` first; then the open is non-blocking and re-checked with ``fstat``, so even a
+    file swapped for a FIFO between the two cannot make the open hang. OS errors name the file.
+    """
+    check_regular_file(path, error)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"{path}: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: not a regular file ({_kind(mode)}), expected a file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # -------------------------------------------------------------------- reading text
 
 
@@ -89,14 +154,13 @@ def _normalize_newlines(text):
 def read_text(path):
     """The text of a UTF-8 file, with ``\\n`` line breaks; DataError if missing, empty, binary or not UTF-8."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a text file")
     try:
-        data = path.read_bytes()
+        with open_regular_file(path) as f:
+            data = f.read()
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        raise _os_error(path, e) from None
     if not data:
         raise DataError(f"{path}: file is empty")
     text = _check_text_bytes(path, data)
@@ -197,9 +261,13 @@ def load_corpus(source=None, level=None, max_vocab=None, split=(0.9, 0.05, 0.05)
         origins = dict.fromkeys(SPLITS, where)
     else:
         path = Path(source).expanduser()
-        if not path.exists():
-            raise DataError(f"{path}: no such file or directory")
-        if path.is_dir():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file or directory") from None
+        except OSError as e:
+            raise _os_error(path, e) from None
+        if stat.S_ISDIR(st.st_mode):
             files = find_splits(path)
             texts = {which: read_text(f) for which, f in files.items()}
             origins = {which: str(f) for which, f in files.items()}
@@ -239,37 +307,103 @@ def save_ids(path, ids):
     """Write a 1-D integer id array as a raw ``.npy`` (atomically: a temporary file, then a rename)."""
     ids = _check_ids("save_ids", ids)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, ids, allow_pickle=False)
-    os.replace(tmp, path)
+    target = _write_target(path)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, ids, allow_pickle=False)
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(path, e) from None
     return path
+
+
+def _write_target(path):
+    """Where writing ``path`` goes: its target if it is a symlink (written through, never replaced
+    by a plain file); DataError if it exists and is not a regular file."""
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target
+    except OSError as e:
+        raise _os_error(path, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else _kind(st.st_mode)
+        raise DataError(f"{path}: not a regular file ({what}), cannot write ids there")
+    return target
 
 
 def open_ids(path):
     """Memory-map an id array written by ``save_ids`` or ``encode_file`` (read-only ``np.memmap``).
 
-    Nothing is read until it is indexed, so a corpus larger than memory can be batched.
+    Nothing is read until it is indexed, so a corpus larger than memory can be batched. The
+    file must be a regular file with a valid ``.npy`` header (version 1 or 2) declaring a 1-D
+    integer array whose size is exactly what the file holds; anything else is a DataError
+    naming the file, raised before anything of the size the header claims is allocated.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        if f.read(6) != b"\x93NUMPY":  # else np.load guesses: text would be called "pickled data"
-            raise DataError(f"{path}: not a NumPy .npy id array (no .npy header)")
     try:
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        with open_regular_file(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            dtype, shape, offset = _read_npy_header(path, f, size)
+    except OSError as e:
+        raise _os_error(path, e) from None
+    if len(shape) != 1 or dtype.kind not in "iu":
+        raise DataError(f"{path}: expected a 1-D integer id array, got shape {shape} {dtype}")
+    declared = offset + shape[0] * dtype.itemsize
+    if declared != size:
+        raise DataError(
+            f"{path}: its .npy header declares {shape[0]:,} ids of {dtype} ({declared:,} bytes with the header), "
+            f"but the file has {size:,} bytes"
+        )
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a NumPy .npy id array ({e})") from None
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(f"{path}: expected a 1-D integer id array, got shape {ids.shape} {ids.dtype}")
-    return ids
+        raise DataError(f"{path}: cannot memory-map the id array ({getattr(e, 'strerror', None) or e})") from None
+
+
+_MAX_NPY_HEADER = 1 << 16  # bytes; np.save writes ~128 for a 1-D array
+
+
+def _read_npy_header(path, f, size):
+    """``(dtype, shape, data_offset)`` of the ``.npy`` file open as ``f`` (``size`` bytes), reading
+    at most the header; DataError for a missing, corrupt, oversized or truncated header."""
+    start = f.read(12)
+    if start[:6] != b"\x93NUMPY":  # else np.load guesses: text would be called "pickled data"
+        raise DataError(f"{path}: not a NumPy .npy id array (no .npy header)")
+    version = (start[6], start[7]) if len(start) >= 8 else None
+    if version not in ((1, 0), (2, 0)):
+        raise DataError(f"{path}: not a NumPy .npy id array (unsupported .npy version {version})")
+    length_size = 2 if version == (1, 0) else 4
+    if len(start) < 8 + length_size:
+        raise DataError(f"{path}: not a NumPy .npy id array (truncated header)")
+    start = start[: 8 + length_size]
+    f.seek(len(start))
+    (header_len,) = struct.unpack("<H" if length_size == 2 else "<I", start[8:])
+    offset = 8 + length_size + header_len
+    if header_len > _MAX_NPY_HEADER or offset > size:
+        raise DataError(
+            f"{path}: not a NumPy .npy id array (header of {header_len:,} bytes in a file of {size:,} bytes)"
+        )
+    header = io.BytesIO(start + f.read(header_len))
+    try:
+        np.lib.format.read_magic(header)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(header, max_header_size=_MAX_NPY_HEADER)
+    except Exception as e:  # noqa: BLE001 (numpy's parser raises ValueError, SyntaxError, TokenError...)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a NumPy .npy id array (bad header: {reason})") from None
+    if dtype.hasobject or any(n < 0 for n in shape):
+        raise DataError(f"{path}: not a NumPy .npy id array (header declares {dtype} with shape {shape})")
+    return dtype, shape, offset
 
 
 def _encoded_lines(path, vocab):
     """Ids of each line of a text file, read one line at a time (same tokens as ``read_text`` + ``encode``)."""
     offset = 0
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         for raw in f:
             line = _check_text_bytes(path, raw, offset)
             if offset == 0:
@@ -285,19 +419,25 @@ def encode_file(path, vocab, out):
     Ids equal ``vocab.encode(read_text(path))``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
-    if path.stat().st_size == 0:
+    if check_regular_file(path).st_size == 0:
         raise DataError(f"{path}: file is empty")
-    total = sum(len(ids) for ids in _encoded_lines(path, vocab))
+    try:
+        total = sum(len(ids) for ids in _encoded_lines(path, vocab))
+    except OSError as e:
+        raise _os_error(path, e) from None
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.dtype, shape=(total,))
-    start = 0
-    for ids in _encoded_lines(path, vocab):
-        array[start : start + len(ids)] = ids
-        start += len(ids)
-    array.flush()
-    del array
-    os.replace(tmp, out)
+    target = _write_target(out)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.dtype, shape=(total,))
+        start = 0
+        for ids in _encoded_lines(path, vocab):
+            array[start : start + len(ids)] = ids
+            start += len(ids)
+        array.flush()
+        del array
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(out if e.filename in (None, str(tmp)) else e.filename, e) from None
     return open_ids(out)

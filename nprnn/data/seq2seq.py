@@ -16,12 +16,13 @@ first-appearance order (question then answer, line by line), the same shuffle fo
 one to one with the book's.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nprnn.data.corpus import DataError
+from nprnn.data.corpus import DataError, _os_error, open_regular_file
 
 BOOK_DATASETS = ("addition", "date")
 
@@ -93,6 +94,8 @@ def resolve_seq2seq_path(name_or_path, data_dir=None):
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if os.path.lexists(path) and not path.is_dir():  # a FIFO, a device, a dangling link...
+        open_regular_file(path, Seq2seqDataError).close()  # raises, naming it; never blocks
     if str(name_or_path) in BOOK_DATASETS:
         if data_dir is None:
             raise FileNotFoundError(
@@ -110,7 +113,11 @@ def read_seq2seq(path):
     """Read and validate a file; returns ``(questions, answers)`` as lists of strings
     (answers keep their leading ``'_'``). Raises ``Seq2seqDataError`` naming file and line."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        with open_regular_file(path, Seq2seqDataError) as f:  # a FIFO or /dev/zero: refused, never read
+            raw = f.read()
+    except OSError as e:
+        raise _os_error(path, e, Seq2seqDataError) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -1,3 +1,10 @@
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -281,3 +288,169 @@ def test_encode_file_errors(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         encode_file(tmp_path / "missing.txt", vocab, tmp_path / "o.npy")
     assert not (tmp_path / "o.npy").exists()
+
+
+# ---------------------------------------------------------------- only regular files (issue 14.4)
+
+
+@pytest.fixture
+def no_hang():
+    """Fail (instead of hanging the suite) if the test blocks for more than 10 seconds."""
+    import signal
+
+    def stop(signum, frame):
+        raise AssertionError("blocked for 10 s: a FIFO or device was opened or read")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "corpus.txt"
+    os.mkfifo(path)
+    return path
+
+
+def test_fifo_as_corpus_is_refused_at_once(fifo, no_hang):
+    for call in (lambda: load_corpus(fifo), lambda: read_text(fifo)):
+        with pytest.raises(DataError) as info:
+            call()
+        assert str(info.value) == f"{fifo}: not a regular file (a FIFO), expected a file"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_device_as_corpus_is_refused(no_hang):
+    assert_data_error(r"^/dev/zero: not a regular file \(a character device\), expected a file$", "/dev/zero")
+
+
+def test_fifo_as_a_split_file_of_a_directory_is_refused(ptb_like, no_hang):
+    (ptb_like / "tiny.valid.txt").unlink()
+    os.mkfifo(ptb_like / "tiny.valid.txt")
+    message = assert_data_error("not a regular file", ptb_like)
+    assert message == f"{ptb_like / 'tiny.valid.txt'}: not a regular file (a FIFO), expected a file"
+
+
+def test_symlink_to_a_regular_file_is_read(tmp_path):
+    target = write(tmp_path / "real.txt", "a b\nc d\n" * 20)
+    (tmp_path / "link.txt").symlink_to(target)
+    assert load_corpus(tmp_path / "link.txt").vocab == load_corpus(target).vocab
+
+
+def test_os_errors_name_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path / "secret.txt", "a b\n" * 20)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)
+    assert_data_error(f"^{path}: Permission denied$", path)
+    for call in (lambda: open_ids(path), lambda: encode_file(path, Vocab.build("a\n"), tmp_path / "o.npy")):
+        with pytest.raises(DataError, match=f"^{path}: Permission denied$"):
+            call()
+
+
+def test_encode_file_refuses_a_fifo(fifo, tmp_path, no_hang):
+    with pytest.raises(DataError, match=r"corpus.txt: not a regular file \(a FIFO\)"):
+        encode_file(fifo, Vocab.build("a\n"), tmp_path / "o.npy")
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_open_ids_refuses_fifo_device_and_directory(fifo, tmp_path, no_hang):
+    with pytest.raises(DataError, match=r"^.*corpus.txt: not a regular file \(a FIFO\), expected a file$"):
+        open_ids(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(DataError, match=r"^/dev/zero: not a regular file \(a character device\)"):
+            open_ids("/dev/zero")
+    with pytest.raises(DataError, match=f"^{tmp_path}: is a directory"):
+        open_ids(tmp_path)
+
+
+def npy_header(descr="<u2", shape=(3,), version=(1, 0), header=None):
+    """A .npy header as np.save writes it, or with a given header text."""
+    text = header if header is not None else f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    text = text.encode("latin1")
+    length = struct.pack("<H" if version == (1, 0) else "<I", len(text))
+    return b"\x93NUMPY" + bytes(version) + length + text
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (npy_header(shape=(2**40,)) + b"\0" * 6, r"declares 1,099,511,627,776 ids of uint16 .* but the file has"),
+        (npy_header(shape=(4,)) + b"\0" * 6, r"declares 4 ids of uint16 \(\d+ bytes with the header\), but"),
+        (npy_header(shape=(2,)) + b"\0" * 6, r"declares 2 ids .*, but the file has"),  # trailing bytes
+        (b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr'", r"header of 4,294,967,295 bytes in a file of 20 bytes"),
+        (b"\x93NUMPY\x01\x00\xff\xff{", r"header of 65,535 bytes in a file of 11 bytes"),
+        (npy_header(header="{'descr': '<u2', 'fortran_order': False}"), r"bad header: Header does not contain"),
+        (npy_header(header="not python at all ((("), r"bad header"),
+        (npy_header(header="{'descr': 'zz', 'fortran_order': False, 'shape': (3,), }"), r"bad header"),
+        (npy_header(shape=(-1,)) + b"\0" * 6, r"bad header|header declares"),
+        (npy_header(version=(9, 0)), r"unsupported .npy version \(9, 0\)"),
+        (b"\x93NUMPY\x01", r"unsupported .npy version None"),
+        (b"\x93NUMPY\x01\x00\x05", r"truncated header"),
+        (npy_header(descr="|O", shape=(3,)) + b"\0" * 24, r"header declares object|bad header|integer id array"),
+        (
+            npy_header(descr="<f4", shape=(3,)) + b"\0" * 12,
+            r"expected a 1-D integer id array, got shape \(3,\) float32",
+        ),
+        (npy_header(shape=(3, 1)) + b"\0" * 6, r"expected a 1-D integer id array, got shape \(3, 1\)"),
+    ],
+)
+def test_open_ids_refuses_corrupt_headers(tmp_path, data, message):
+    path = write(tmp_path / "ids.npy", data)
+    with pytest.raises(DataError, match=message) as info:
+        open_ids(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_open_ids_reads_headers_np_save_writes(tmp_path):
+    ids = np.arange(70000, dtype=np.int32)
+    np.save(tmp_path / "v1.npy", ids)
+    with open(tmp_path / "v2.npy", "wb") as f:
+        np.lib.format.write_array(f, ids, version=(2, 0))
+    for name in ("v1.npy", "v2.npy"):
+        mapped = open_ids(tmp_path / name)
+        assert isinstance(mapped, np.memmap) and mapped.dtype == np.int32
+        np.testing.assert_array_equal(mapped, ids)
+    np.save(tmp_path / "empty.npy", np.zeros(0, np.uint16))
+    assert open_ids(tmp_path / "empty.npy").shape == (0,)
+    write(tmp_path / "handmade.npy", npy_header(shape=(3,)) + np.array([5, 6, 7], "<u2").tobytes())
+    assert open_ids(tmp_path / "handmade.npy").tolist() == [5, 6, 7]
+
+
+def test_save_ids_writes_through_a_symlink(tmp_path):
+    target = save_ids(tmp_path / "real.npy", np.array([1, 2], np.uint16))
+    (tmp_path / "link.npy").symlink_to(target)
+    save_ids(tmp_path / "link.npy", np.array([3, 4, 5], np.uint16))
+    assert (tmp_path / "link.npy").is_symlink() and open_ids(target).tolist() == [3, 4, 5]
+    os.mkfifo(tmp_path / "fifo.npy")
+    with pytest.raises(DataError, match=r"fifo.npy: not a regular file \(a FIFO\), cannot write ids there"):
+        save_ids(tmp_path / "fifo.npy", np.array([1], np.uint16))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_cli_train_with_a_fifo_or_device_as_data_exits_2_at_once(tmp_path, kind):
+    if kind == "fifo":
+        data = tmp_path / "corpus.txt"
+        os.mkfifo(data)
+    elif not os.path.exists(kind):
+        pytest.skip(f"no {kind}")
+    else:
+        data = kind
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "nprnn", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+    )
+    assert run.returncode == 2, run.stderr
+    what = "a FIFO" if kind == "fifo" else "a character device"
+    assert run.stderr.splitlines() == [f"nprnn: error: {data}: not a regular file ({what}), expected a file"]
+    assert time.monotonic() - started < 20

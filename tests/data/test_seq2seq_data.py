@@ -208,3 +208,22 @@ def test_book_names_need_a_folder(tmp_path, write):
     assert resolve_seq2seq_path(path) == path
     with pytest.raises(FileNotFoundError, match="no such seq2seq data file"):
         resolve_seq2seq_path(tmp_path / "missing.txt")
+
+
+def test_fifo_or_device_is_refused_without_blocking(tmp_path):
+    """Issue 14.4: a FIFO as --data used to block for ever in read_bytes()."""
+    import os
+    import signal
+
+    fifo = tmp_path / "data.txt"
+    os.mkfifo(fifo)
+    signal.alarm(10)  # a regression fails the test instead of hanging the suite
+    try:
+        for call in (read_seq2seq, load_seq2seq, resolve_seq2seq_path):
+            with pytest.raises(Seq2seqDataError, match=r"data.txt: not a regular file \(a FIFO\), expected a file$"):
+                call(fifo)
+        if os.path.exists("/dev/zero"):
+            with pytest.raises(Seq2seqDataError, match=r"^/dev/zero: not a regular file \(a character device\)"):
+                load_seq2seq("/dev/zero")
+    finally:
+        signal.alarm(0)
