@@ -7,7 +7,10 @@ import json
 import os
 import pickle
 import re
+import socket
+import stat
 import struct
+import time
 import tracemalloc
 import zipfile
 
@@ -609,3 +612,141 @@ def test_duplicate_member(tmp_path):
 def test_other_compression_methods_are_refused(tmp_path, method):
     path = write_zip(tmp_path / "c.npz", {"w.npy": npy_bytes(np.zeros(2))}, compression=method)
     expect_error(path, f"uses zip compression method {method}; expected stored or deflate")
+
+
+# ---------------------------------------------------------------- paths and write errors (issue 14, point 4)
+
+
+def timed_error(path, match):
+    start = time.monotonic()
+    err = expect_error(path, match)
+    assert time.monotonic() - start < 1.0
+    return err
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "c.npz"
+    os.mkfifo(path)
+    timed_error(path, r"not a regular file \(it is a FIFO\); expected a checkpoint .npz file")
+    with pytest.raises(CheckpointError, match="it is a FIFO"):
+        open_checkpoint(path)
+
+
+def test_fifo_swapped_in_after_the_stat_does_not_block(tmp_path, monkeypatch):
+    """The race: the stat saw a regular file, the open finds a FIFO. O_NONBLOCK and fstat catch it."""
+    path, fifo = tmp_path / "c.npz", tmp_path / "fifo"
+    save_checkpoint(path, {}, {})
+    os.mkfifo(fifo)
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: real_open(fifo if os.fspath(p) == str(path) else p, *a, **k))
+    timed_error(path, r"not a regular file \(it is a FIFO\)")
+
+
+def test_dev_zero_is_refused(tmp_path):
+    timed_error("/dev/zero", r"^/dev/zero: not a regular file \(it is a character device\)")
+
+
+def test_directory_is_refused(tmp_path):
+    timed_error(tmp_path, r"not a regular file \(it is a directory\)")
+
+
+def test_socket_is_refused(tmp_path):
+    path = tmp_path / "s.npz"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        timed_error(path, r"not a regular file \(it is a socket\)")
+
+
+def test_unreadable_path(tmp_path):
+    expect_error(tmp_path / "file" / "c.npz", "no such checkpoint file")
+    (tmp_path / "file").write_text("x")
+    expect_error(tmp_path / "file" / "c.npz", r"cannot read checkpoint \(Not a directory\)")
+
+
+def test_a_symlinked_checkpoint_is_read_through(tmp_path):
+    save_checkpoint(tmp_path / "real.npz", {"a": np.ones(2)}, {"k": 1})
+    os.symlink("real.npz", tmp_path / "link.npz")
+    assert load_checkpoint(tmp_path / "link.npz")[1] == {"k": 1}
+
+
+def test_a_symlinked_checkpoint_is_written_through_to_its_target(tmp_path):
+    target_dir = tmp_path / "store"
+    target_dir.mkdir()
+    target, link = target_dir / "real.npz", tmp_path / "checkpoint.npz"
+    save_checkpoint(target, {"a": np.zeros(2)}, {"n": 1})
+    os.chmod(target, 0o600)
+    os.symlink(os.path.relpath(target, tmp_path), link)
+    save_checkpoint(link, {"a": np.ones(2)}, {"n": 2})
+    assert link.is_symlink() and os.readlink(link) == os.path.join("store", "real.npz")
+    assert load_checkpoint(target)[1] == {"n": 2}
+    assert os.stat(target).st_mode & 0o777 == 0o600  # the target's mode is kept
+    assert dir_listing(tmp_path) == ["checkpoint.npz", "store"] and dir_listing(target_dir) == ["real.npz"]
+
+
+def test_a_dangling_symlink_is_written_through(tmp_path):
+    os.symlink("elsewhere.npz", tmp_path / "link.npz")
+    save_checkpoint(tmp_path / "link.npz", {"a": np.ones(2)}, {})
+    assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "elsewhere.npz").is_file()
+
+
+def test_a_chain_of_symlinks_is_written_through(tmp_path):
+    save_checkpoint(tmp_path / "real.npz", {}, {"n": 1})
+    os.symlink("real.npz", tmp_path / "one.npz")
+    os.symlink("one.npz", tmp_path / "two.npz")
+    save_checkpoint(tmp_path / "two.npz", {}, {"n": 2})
+    assert (tmp_path / "one.npz").is_symlink() and (tmp_path / "two.npz").is_symlink()
+    assert load_checkpoint(tmp_path / "real.npz")[1] == {"n": 2}
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_disk_full_names_the_file_and_leaves_the_old_one(monkeypatch, previous, where):
+    path, old = previous
+    if where == "fsync":
+        monkeypatch.setattr(os, "fsync", enospc)
+    else:  # the file object's own writes fail once some bytes went out
+        monkeypatch.setattr(ckpt, "_write_npz", lambda f, members: (f.write(b"PK\3\4 partial"), f.flush(), enospc()))
+    with pytest.raises(CheckpointWriteError) as info:
+        save_checkpoint(path, {"a": np.zeros(3)}, {"epoch": 4})
+    err = info.value
+    assert str(err) == f"{path}: No space left on device"
+    assert isinstance(err, OSError) and err.errno == errno.ENOSPC and err.filename == str(path)
+    assert isinstance(err.__cause__, OSError)
+    assert path.read_bytes() == old
+    assert dir_listing(path.parent) == [path.name]
+
+
+def test_disk_full_through_a_symlink_leaves_the_target_and_the_link(monkeypatch, previous):
+    path, old = previous
+    link = path.parent / "link.npz"
+    os.symlink(path.name, link)
+    monkeypatch.setattr(os, "fsync", enospc)
+    with pytest.raises(CheckpointWriteError, match=f"^{re.escape(str(link))}: No space left on device$"):
+        save_checkpoint(link, {"a": np.zeros(3)}, {})
+    assert path.read_bytes() == old and link.is_symlink()
+    assert dir_listing(path.parent) == sorted([path.name, link.name])
+
+
+def test_write_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointWriteError, match=f"^{re.escape(str(tmp_path / 'no' / 'c.npz'))}: No such file"):
+        save_checkpoint(tmp_path / "no" / "c.npz", {}, {})
+    with pytest.raises(CheckpointWriteError, match=f"^{re.escape(str(tmp_path))}: is a directory, not a regular"):
+        save_checkpoint(tmp_path, {}, {})
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(CheckpointWriteError, match="fifo: is a FIFO, not a regular file; refusing to replace it"):
+        save_checkpoint(tmp_path / "fifo", {}, {})
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode)
+    assert dir_listing(tmp_path) == ["fifo"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_directory_names_the_file(tmp_path):
+    os.chmod(tmp_path, 0o500)
+    try:
+        with pytest.raises(CheckpointWriteError, match=r"c.npz: Permission denied$"):
+            save_checkpoint(tmp_path / "c.npz", {}, {})
+    finally:
+        os.chmod(tmp_path, 0o700)
