@@ -373,6 +373,10 @@ class CheckpointReader:
                 )
         return array
 
+    def value(self, key, types, *, low=None, high=None, choices=None, default=_MISSING):
+        """``meta_value(self.path, self.meta, key, ...)``: one checked metadata value."""
+        return meta_value(self.path, self.meta, key, types, low=low, high=high, choices=choices, default=default)
+
     # -- opening
 
     def _open_regular_file(self):
@@ -491,7 +495,10 @@ class CheckpointReader:
     def _info(self, name):
         info = self._infos.get(name) if isinstance(name, str) else None
         if info is None:
-            raise CheckpointError(f"{self._where}: no member {name!r}.npy; the file has {len(self.names)} arrays")
+            member = repr(name + ".npy") if isinstance(name, str) else repr(name)
+            raise CheckpointError(
+                f"{self._where}: no member {member}; expected it among the file's {len(self.names)} arrays"
+            )
         if self._zip is None:
             raise ValueError(f"{self._where}: the checkpoint reader is closed")
         return info
@@ -586,6 +593,41 @@ class CheckpointReader:
             raise CheckpointError(f"{where}corrupted or truncated checkpoint ({_one_line(e)})") from None
         except OSError as e:
             raise CheckpointError(f"{where}cannot read checkpoint ({_one_line(e.strerror or e)})") from None
+
+
+def meta_value(path, meta, key, types, *, low=None, high=None, choices=None, default=_MISSING):
+    """``meta[key]`` checked for type and range, or ``CheckpointError`` naming ``path`` and the key.
+
+    ``key`` may be dotted for nested dicts (``"model.hidden"``). ``types`` is a type or a tuple of
+    types; ``bool`` is not accepted as an ``int`` unless listed, and an ``int`` is accepted (and
+    returned as a ``float``) where ``float`` is. ``low``/``high`` bound numbers inclusively (NaN
+    never passes a bound), ``choices`` lists the allowed values. A missing key returns ``default``
+    if given, else is an error. Messages: ``"<path>: metadata 'model.hidden' must be an int in
+    [1, 65536], got 1000000"``.
+    """
+    types = types if isinstance(types, tuple) else (types,)
+    value = meta
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            if default is not _MISSING:
+                return default
+            raise CheckpointError(f"{_show(path)}: metadata {key!r} is missing")
+        value = value[part]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if ok and (low is not None or high is not None):
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if ok and choices is not None:
+        ok = value in choices
+    if not ok:
+        want = " or ".join(t.__name__ for t in types)
+        if low is not None or high is not None:
+            want += f" in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        if choices is not None:
+            want += " among " + _one_line(", ".join(map(repr, choices)), 120)
+        raise CheckpointError(f"{_show(path)}: metadata {key!r} must be {want}, got {_one_line(repr(value), 60)}")
+    return value
 
 
 def _acceptor(allowed):

@@ -750,3 +750,126 @@ def test_read_only_directory_names_the_file(tmp_path):
             save_checkpoint(tmp_path / "c.npz", {}, {})
     finally:
         os.chmod(tmp_path, 0o700)
+
+
+# ---------------------------------------------------------------- the two-phase reader
+
+
+@pytest.fixture
+def saved(tmp_path, rng):
+    arrays = {
+        "param/000": rng.standard_normal((3, 4000)).astype(np.float32),  # larger than zipfile's 4 KiB reads
+        "param/001": rng.standard_normal(4).astype(np.float32),
+        "opt/t": np.array(3),
+        "vocab": np.array(["a", "b"]),
+    }
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, arrays, META)
+    return path, arrays
+
+
+def corrupt_data_of(path, array):
+    """Flip a byte inside ``array``'s data in the file, so reading it fails its CRC."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(array.tobytes())
+    assert at > 0
+    raw[at + array.nbytes - 1] ^= 0xFF  # the last byte: reading the header does not reach it
+    path.write_bytes(bytes(raw))
+
+
+def test_reader_meta_names_and_specs(saved):
+    path, arrays = saved
+    with open_checkpoint(path) as reader:
+        assert reader.meta == META
+        assert reader.names == tuple(arrays)
+        assert "param/000" in reader and "__nprnn__" not in reader and "nope" not in reader
+        assert reader.spec("param/000") == ((3, 4000), np.dtype(np.float32))
+        assert reader.spec("opt/t") == ((), np.dtype(np.int64))
+        assert reader.spec("vocab") == ((2,), np.dtype("<U1"))
+        np.testing.assert_array_equal(reader.read("param/001"), arrays["param/001"])
+        np.testing.assert_array_equal(reader.read("param/000", shape=(3, None)), arrays["param/000"])
+        assert reader.read("opt/t", (), dtype_kinds="i") == 3
+        assert reader.read("vocab", dtype_kinds="U").tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match="reader is closed"):
+        reader.read("param/001")
+
+
+def test_specs_and_checks_come_before_the_data_is_read(saved):
+    """With the data of param/000 corrupted, only reading it fails its CRC: spec() and every
+    shape or dtype check stop before the data."""
+    path, arrays = saved
+    corrupt_data_of(path, arrays["param/000"])
+    with open_checkpoint(path) as reader:
+        assert reader.spec("param/000") == ((3, 4000), np.dtype(np.float32))
+        for kwargs, match in [
+            ({"shape": (3, 5)}, r"has shape \(3, 4000\); expected \(3, 5\)"),
+            ({"shape": (None,)}, r"has shape \(3, 4000\); expected \(\*,\)"),
+            ({"dtype": np.float64}, "has dtype float32; expected float64"),
+            ({"dtype_kinds": "iu"}, "has dtype float32; expected a integer or unsigned integer array"),
+        ]:
+            with pytest.raises(CheckpointError, match=f"member 'param/000.npy' {match}") as info:
+                reader.read("param/000", **kwargs)
+            assert str(path) in str(info.value)
+        with pytest.raises(CheckpointError, match="Bad CRC-32 for file 'param/000.npy'"):
+            reader.read("param/000")
+        np.testing.assert_array_equal(reader.read("param/001"), arrays["param/001"])  # the rest still reads
+
+
+def test_reader_default_reads_floats_only(saved):
+    path, _ = saved
+    with open_checkpoint(path) as reader:
+        with pytest.raises(CheckpointError, match=r"member 'opt/t.npy' has dtype int64; expected a float array"):
+            reader.read("opt/t")
+        with pytest.raises(CheckpointError, match=r"no member 'param/009.npy'; expected it among the file's 4"):
+            reader.spec("param/009")
+
+
+def test_reader_allowed_names(saved):
+    path, arrays = saved
+    with open_checkpoint(path, allowed=list(arrays)) as reader:
+        assert reader.names == tuple(arrays)
+    with pytest.raises(CheckpointError, match=r"unexpected member 'vocab.npy'; expected only 'opt/t', 'param/000'"):
+        open_checkpoint(path, allowed=["param/000", "param/001", "opt/t"])
+    with pytest.raises(CheckpointError, match="expected no arrays"):
+        load_checkpoint(path, allowed=())
+    with pytest.raises(TypeError, match="not a string"):
+        load_checkpoint(path, allowed="param/000")
+    got, meta = load_checkpoint(path, allowed=lambda n: n.startswith(("param/", "opt/", "vocab")))
+    assert_same_arrays(got, arrays) and meta == META
+
+
+def test_reader_closes_its_file(saved, monkeypatch):
+    path, _ = saved
+    with open_checkpoint(path) as reader:
+        f = reader._file
+    assert f.closed
+    reader.close()  # idempotent
+
+
+def test_load_checkpoint_dtype_kinds(saved):
+    path, _ = saved
+    with pytest.raises(CheckpointError, match="member 'opt/t.npy' has dtype int64; expected a float or unicode"):
+        load_checkpoint(path, dtype_kinds="fU")
+
+
+def test_meta_value(saved):
+    path, _ = saved
+    with open_checkpoint(path) as reader:
+        assert reader.value("config.hidden", int, low=1, high=4096) == 100
+        assert reader.value("config.model", str, choices=("rnn", "lstm", "gru")) == "lstm"
+        assert reader.value("config.tie", bool) is True
+        assert reader.value("epoch", float) == 3.0 and isinstance(reader.value("epoch", float), float)
+        assert reader.value("config.layers", int, default=1) == 1
+        for args, kwargs, match in [
+            (("config.hidden", int), {"high": 64}, r"metadata 'config.hidden' must be int in \[-inf, 64\], got 100"),
+            (("config.tie", int), {}, "metadata 'config.tie' must be int, got True"),
+            (("config.model", str), {"choices": ["gru"]}, "must be str among 'gru', got 'lstm'"),
+            (("config.layers", int), {}, "metadata 'config.layers' is missing"),
+            (("config.model.x", int), {}, "metadata 'config.model.x' is missing"),
+            (("best", (int, float)), {"low": 0, "high": 100}, r"must be int or float in \[0, 100\], got 136.25"),
+        ]:
+            with pytest.raises(CheckpointError, match=match) as info:
+                reader.value(*args, **kwargs)
+            assert str(info.value).startswith(f"{path}: ")
+    with pytest.raises(CheckpointError, match=r"^f.npz: metadata 'lr' must be float in \[0, inf\], got nan$"):
+        ckpt.meta_value("f.npz", {"lr": float("nan")}, "lr", float, low=0)
