@@ -12,10 +12,11 @@ from nprnn.data.corpus import (
     save_ids,
     split_lines,
 )
-from nprnn.data.vocab import EOS, UNK, Vocab, tokenize
+from nprnn.data.vocab import EOS, UNK, CharVocab, Vocab, tokenize
 
 __all__ = [
     "BPTTBatches",
+    "CharVocab",
     "Corpus",
     "DataError",
     "EOS",

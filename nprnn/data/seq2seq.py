@@ -17,12 +17,12 @@ one to one with the book's.
 """
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from nprnn.data.corpus import DataError, _os_error, open_regular_file
+from nprnn.data.vocab import CharVocab
 
 BOOK_DATASETS = ("addition", "date")
 
@@ -32,38 +32,114 @@ class Seq2seqDataError(DataError):
     (a ``DataError``, so a ``ValueError``); the message names the file and the line."""
 
 
-@dataclass
 class Seq2seqData:
-    """A loaded dataset: id arrays split into train/test, and the character vocabulary.
+    """A dataset: id arrays split into train/test, its character vocabulary and its format.
 
+    ``vocab`` is a ``CharVocab`` (encode/decode, ``start_id``, ``to_array``/``from_array``).
     ``x_*: (N, Tq)`` question ids (reversed along time if ``reverse``), ``t_*: (N, Ta)`` answer
     ids, whose first column is always ``start_id`` (the ``'_'``).
+
+    Built by ``load_seq2seq``; ``Seq2seqData.from_vocab`` gives one without splits (``x_train``
+    and the others are ``None``): the vocabulary, widths and reversal a checkpoint needs to
+    encode questions and decode answers. The textbook's ``char_to_id`` / ``id_to_char`` dicts
+    are the vocabulary's; passing them instead of ``vocab`` (the older constructor) still works.
     """
 
-    x_train: np.ndarray
-    t_train: np.ndarray
-    x_test: np.ndarray
-    t_test: np.ndarray
-    char_to_id: dict = field(repr=False)
-    id_to_char: dict = field(repr=False)
-    reverse: bool = False
-    path: str = ""
+    def __init__(
+        self,
+        x_train=None,
+        t_train=None,
+        x_test=None,
+        t_test=None,
+        char_to_id=None,
+        id_to_char=None,
+        reverse=False,
+        path="",
+        *,
+        vocab=None,
+        question_width=None,
+        answer_width=None,
+    ):
+        if vocab is None:
+            if char_to_id is None:
+                raise ValueError("Seq2seqData: give vocab (a CharVocab) or char_to_id")
+            vocab = CharVocab(sorted(char_to_id, key=char_to_id.__getitem__))
+            if list(vocab.char_to_id.items()) != sorted(char_to_id.items(), key=lambda item: item[1]):
+                raise ValueError("Seq2seqData: char_to_id ids must be 0, 1, ..., len - 1")
+        elif char_to_id is not None and dict(char_to_id) != vocab.char_to_id:
+            raise ValueError("Seq2seqData: char_to_id differs from vocab.char_to_id")
+        if id_to_char is not None and dict(id_to_char) != vocab.id_to_char:
+            raise ValueError("Seq2seqData: id_to_char is not the inverse of char_to_id")
+        if not isinstance(vocab, CharVocab):
+            raise ValueError(f"Seq2seqData: vocab must be a CharVocab, got {type(vocab).__name__}")
+        self.vocab = vocab
+        self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
+        self.reverse = bool(reverse)
+        self.path = str(path)
+        self._question_width = self._width("question", question_width, x_train, x_test)
+        self._answer_width = self._width("answer", answer_width, t_train, t_test)
+
+    @staticmethod
+    def _width(what, given, train, test):
+        found = {a.shape[1] for a in (train, test) if a is not None and np.ndim(a) == 2}
+        if given is not None:
+            found.add(int(given))
+        if len(found) != 1:
+            raise ValueError(
+                f"Seq2seqData: {what} width "
+                + ("unknown: give it or the arrays" if not found else f"ambiguous: {sorted(found)}")
+            )
+        width = found.pop()
+        if width < 1 + (what == "answer"):
+            raise ValueError(f"Seq2seqData: {what} width must be at least {1 + (what == 'answer')}, got {width}")
+        return width
+
+    @classmethod
+    def from_vocab(cls, vocab, question_width, answer_width, reverse=False, path=""):
+        """A ``Seq2seqData`` without splits (``x_train`` etc. are ``None``): a checkpoint's vocabulary
+        (a ``CharVocab``, or its ``to_array()`` code points) with its widths and reversal."""
+        if not isinstance(vocab, CharVocab):
+            vocab = CharVocab.from_array(vocab)
+        return cls(vocab=vocab, question_width=question_width, answer_width=answer_width, reverse=reverse, path=path)
+
+    def __repr__(self):
+        sizes = (
+            "no splits"
+            if self.x_train is None
+            else f"{len(self.x_train):,} train / {len(self.x_test) if self.x_test is not None else 0:,} test"
+        )
+        return (
+            f"Seq2seqData({self.path!r}, {sizes}, {self.vocab_size} characters, "
+            f"widths {self.question_width}/{self.answer_width}, reverse={self.reverse})"
+        )
+
+    @property
+    def has_splits(self):
+        return self.x_train is not None
+
+    @property
+    def char_to_id(self):
+        return self.vocab.char_to_id
+
+    @property
+    def id_to_char(self):
+        return self.vocab.id_to_char
 
     @property
     def vocab_size(self):
-        return len(self.char_to_id)
+        return len(self.vocab)
 
     @property
     def start_id(self):
-        return self.char_to_id["_"]
+        return self.vocab.start_id
 
     @property
     def question_width(self):
-        return self.x_train.shape[1] if len(self.x_train) else self.x_test.shape[1]
+        return self._question_width
 
     @property
     def answer_width(self):
-        return self.t_train.shape[1] if len(self.t_train) else self.t_test.shape[1]
+        return self._answer_width
 
     def encode_question(self, text):
         """One question string -> ids ``(Tq,)``: right-padded with spaces to the dataset's width
@@ -72,20 +148,37 @@ class Seq2seqData:
         if len(text) > width:
             raise ValueError(f"question {text!r} is {len(text)} characters long; this dataset's are at most {width}")
         text = text.ljust(width)
-        unknown = sorted({c for c in text if c not in self.char_to_id})
+        unknown = self.vocab.unknown(text)
         if unknown:
             raise ValueError(f"question {text.rstrip()!r} has characters not in the vocabulary: {unknown}")
-        ids = np.array([self.char_to_id[c] for c in text], dtype=np.int64)
+        ids = self.vocab.encode(text)
         return ids[::-1].copy() if self.reverse else ids
 
     def decode(self, ids):
         """Ids -> string (no un-reversing: use ``decode_question`` for questions)."""
-        return "".join(self.id_to_char[int(i)] for i in ids)
+        return self.vocab.decode(np.asarray(ids).astype(np.int64, copy=False))
 
     def decode_question(self, ids):
         """Question ids as stored in ``x_*`` -> the question as written in the file."""
         ids = np.asarray(ids)
         return self.decode(ids[::-1] if self.reverse else ids)
+
+    def with_vocab(self, vocab):
+        """This dataset with its ids renumbered to ``vocab`` (e.g. a checkpoint's); Seq2seqDataError
+        naming the file if ``vocab`` lacks some of its characters."""
+        unknown = [c for c in self.vocab.tokens if c not in vocab]
+        if unknown:
+            raise Seq2seqDataError(f"{self.path}: characters not in the vocabulary: {sorted(unknown)}")
+        renumber = np.array([vocab.char_to_id[c] for c in self.vocab.tokens], dtype=np.int64)
+        arrays = [None if a is None else renumber[a] for a in (self.x_train, self.t_train, self.x_test, self.t_test)]
+        return Seq2seqData(
+            *arrays,
+            reverse=self.reverse,
+            path=self.path,
+            vocab=vocab,
+            question_width=self.question_width,
+            answer_width=self.answer_width,
+        )
 
 
 def resolve_seq2seq_path(name_or_path, data_dir=None):
@@ -157,7 +250,8 @@ def read_seq2seq(path):
 
 
 def build_vocab(questions, answers):
-    """Character ids in first-appearance order, question then answer, line by line (the textbook's)."""
+    """``(char_to_id, id_to_char)``: character ids in first-appearance order, question then answer,
+    line by line (the textbook's). ``CharVocab.build`` numbers them the same, as a vocabulary object."""
     char_to_id = {}
     for question, answer in zip(questions, answers):
         for c in question + answer:
@@ -165,16 +259,24 @@ def build_vocab(questions, answers):
     return char_to_id, {i: c for c, i in char_to_id.items()}
 
 
-def load_seq2seq(path, seed=1984, reverse=False):
+def load_seq2seq(path, seed=1984, reverse=False, vocab=None):
     """Load a ``question_answer`` file into a shuffled 90/10 train/test ``Seq2seqData``.
 
     The shuffle is the textbook's: ``np.random.seed(seed); np.random.shuffle(arange(N))``, done here
     with a private ``RandomState`` so the global NumPy state is left alone; ``seed=None`` shuffles
     unseeded. The test split is the last ``N // 10`` rows. ``reverse`` reverses each question
-    (``x[:, ::-1]``), the textbook's trick that helps the encoder.
+    (``x[:, ::-1]``), the textbook's trick that helps the encoder. ``vocab``: encode with this
+    ``CharVocab`` (e.g. a checkpoint's) instead of numbering the file's characters; the rows and
+    the split are the same, and a character it lacks is a ``Seq2seqDataError`` naming the file.
     """
     questions, answers = read_seq2seq(path)
-    char_to_id, id_to_char = build_vocab(questions, answers)
+    if vocab is None:
+        vocab = CharVocab.build(q + a for q, a in zip(questions, answers))
+    else:
+        unknown = sorted({c for q, a in zip(questions, answers) for c in q + a if c not in vocab})
+        if unknown:
+            raise Seq2seqDataError(f"{path}: characters not in the vocabulary: {unknown}")
+    char_to_id = vocab.char_to_id
     x = np.array([[char_to_id[c] for c in q] for q in questions], dtype=np.int64)
     t = np.array([[char_to_id[c] for c in a] for a in answers], dtype=np.int64)
 
@@ -188,8 +290,7 @@ def load_seq2seq(path, seed=1984, reverse=False):
         t_train=t[:split],
         x_test=x[split:],
         t_test=t[split:],
-        char_to_id=char_to_id,
-        id_to_char=id_to_char,
+        vocab=vocab,
         reverse=reverse,
         path=str(path),
     )

@@ -196,3 +196,117 @@ class Vocab:
         if array.ndim != 1 or array.dtype.kind != "U":
             raise ValueError(f"Vocab.from_array: expected a 1-D unicode array, got shape {array.shape} {array.dtype}")
         return cls(array.tolist(), level)
+
+
+class CharVocab:
+    """Characters <-> ids for character-level sequence-to-sequence data (``nprnn.data.seq2seq``).
+
+    The seq2seq counterpart of ``Vocab(tokens, level="char")``, with the same interface
+    (``tokens``, ``len``, ``in``, ``encode``, ``decode``, ``start_id``, ``to_array`` /
+    ``from_array``) and two differences the textbook's data needs: there is no ``<unk>``
+    (a character the vocabulary lacks is an error, since a seq2seq model cannot answer a
+    question it cannot read), and any character is a token, NUL included. ``start`` (``"_"``)
+    is the decoder's start symbol and must be one of the characters.
+
+    ``tokens[i]`` is the character with id ``i``; ``char_to_id`` / ``id_to_char`` are the
+    textbook's two dicts. Ids are ``int64``, as the textbook's arrays.
+    """
+
+    level = "char"
+
+    def __init__(self, chars, start="_"):
+        self.tokens = list(chars)
+        self.char_to_id = {}
+        for i, c in enumerate(self.tokens):
+            if not isinstance(c, str) or len(c) != 1:
+                raise ValueError(f"CharVocab: token {i} must be one character, got {c!r}")
+            if c in self.char_to_id:
+                raise ValueError(f"CharVocab: character {c!r} appears twice (ids {self.char_to_id[c]} and {i})")
+            self.char_to_id[c] = i
+        self.id_to_char = dict(enumerate(self.tokens))
+        if start not in self.char_to_id:
+            raise ValueError(f"CharVocab: the start symbol {start!r} is not one of the {len(self)} characters")
+        self.start = start
+        self.start_id = self.char_to_id[start]
+
+    @classmethod
+    def build(cls, texts, start="_"):
+        """The characters of ``texts`` (an iterable of strings, read in order) with ids in order of
+        first appearance, as the textbook's ``dataset/sequence.py`` numbers them."""
+        char_to_id = {}
+        for text in texts:
+            for c in text:
+                char_to_id.setdefault(c, len(char_to_id))
+        return cls(char_to_id, start)
+
+    # ---------------------------------------------------------------- lookups
+
+    @property
+    def word_to_id(self):
+        """``char_to_id``, under ``Vocab``'s name."""
+        return self.char_to_id
+
+    @property
+    def vocab_size(self):
+        return len(self.tokens)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def __contains__(self, char):
+        return char in self.char_to_id
+
+    def __eq__(self, other):
+        return isinstance(other, CharVocab) and self.tokens == other.tokens and self.start == other.start
+
+    def __repr__(self):
+        shown = "".join(self.tokens[:20]) + ("..." if len(self) > 20 else "")
+        return f"CharVocab({len(self)} characters: {shown!r}, start {self.start!r})"
+
+    def unknown(self, text):
+        """The characters of ``text`` not in the vocabulary, sorted."""
+        return sorted({c for c in text if c not in self.char_to_id})
+
+    # ---------------------------------------------------------------- encode / decode
+
+    def encode(self, text):
+        """Ids ``(len(text),)`` int64 of a string; ValueError listing any character not in the vocabulary."""
+        unknown = self.unknown(text)
+        if unknown:
+            raise ValueError(f"{text!r} has characters not in the vocabulary: {unknown}")
+        return np.fromiter(map(self.char_to_id.__getitem__, text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids):
+        """The string of a 1-D sequence of ids."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"CharVocab.decode: ids must be a 1-D integer sequence, got shape {ids.shape} {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise ValueError(
+                f"CharVocab.decode: ids must be in [0, {len(self)}), got min {ids.min()} and max {ids.max()}"
+            )
+        return "".join(self.tokens[i] for i in ids.tolist())
+
+    # ---------------------------------------------------------------- serialization
+
+    def to_array(self):
+        """The characters as int32 code points (``array[i]`` = ``ord`` of character ``i``): NUL-safe,
+        storable with ``allow_pickle=False``; the seq2seq checkpoints' ``vocab`` member."""
+        return np.array([ord(c) for c in self.tokens], dtype=np.int32)
+
+    @classmethod
+    def from_array(cls, array, start="_"):
+        """Inverse of ``to_array`` (a unicode array of single characters is accepted too)."""
+        array = np.asarray(array)
+        if array.ndim != 1 or not (array.size == 0 or array.dtype.kind in "iuU"):
+            raise ValueError(
+                f"CharVocab.from_array: expected a 1-D array of code points, got shape {array.shape} {array.dtype}"
+            )
+        if array.dtype.kind == "U":
+            return cls(array.tolist(), start)
+        if array.size and (array.min() < 0 or array.max() > 0x10FFFF):
+            raise ValueError(
+                "CharVocab.from_array: code points must be in [0, 0x10FFFF], "
+                f"got min {array.min()} and max {array.max()}"
+            )
+        return cls([chr(c) for c in array.tolist()], start)

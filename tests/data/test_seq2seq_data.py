@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
+from nprnn.data import CharVocab
 from nprnn.data.corpus import DataError
 from nprnn.data.seq2seq import (
+    Seq2seqData,
     Seq2seqDataError,
     build_vocab,
     load_seq2seq,
@@ -227,3 +229,70 @@ def test_fifo_or_device_is_refused_without_blocking(tmp_path):
                 load_seq2seq("/dev/zero")
     finally:
         signal.alarm(0)
+
+
+# ---------------------------------------------------------------- the vocabulary object (issue 13)
+
+
+def test_data_holds_a_char_vocab_with_the_textbooks_ids(write):
+    data = load_seq2seq(write("ba_c\nab_d\nxz_y\n"), seed=0)
+    assert isinstance(data.vocab, CharVocab) and data.vocab.tokens == list("ba_cdxzy")
+    assert data.char_to_id is data.vocab.char_to_id and data.id_to_char is data.vocab.id_to_char
+    assert data.vocab_size == len(data.vocab) == 8 and data.start_id == data.vocab.start_id == 2
+    assert data.vocab == CharVocab.build(q + a for q, a in zip(*read_seq2seq(data.path)))
+    assert (data.question_width, data.answer_width) == (2, 2) and data.has_splits
+
+
+def test_from_vocab_has_no_splits_and_encodes_like_the_data(write):
+    data = load_seq2seq(write("12+3 _15\n1+2  _3 \n"), seed=0, reverse=True)
+    like = Seq2seqData.from_vocab(data.vocab.to_array(), data.question_width, data.answer_width, reverse=True)
+    assert like.x_train is None and like.t_test is None and not like.has_splits
+    assert like.vocab == data.vocab and like.char_to_id == data.char_to_id and like.start_id == data.start_id
+    assert (like.question_width, like.answer_width, like.reverse) == (5, 3, True)
+    np.testing.assert_array_equal(like.encode_question("3+2"), data.encode_question("3+2"))
+    assert like.decode_question(like.encode_question("3+2")) == "3+2  " and like.decode([0, 1]) == "12"
+    assert "no splits" in repr(like)
+
+
+def test_the_older_constructor_with_char_to_id_still_works(write):
+    data = load_seq2seq(write("ab_c\nba_d\n"), seed=0)
+    old = Seq2seqData(
+        x_train=data.x_train[:0],
+        t_train=data.t_train[:0],
+        x_test=data.x_test[:0],
+        t_test=data.t_test[:0],
+        char_to_id=dict(data.char_to_id),
+        id_to_char=dict(data.id_to_char),
+        reverse=False,
+    )
+    assert old.vocab == data.vocab and (old.question_width, old.answer_width) == (2, 2)
+    with pytest.raises(ValueError, match="id_to_char is not the inverse"):
+        Seq2seqData(data.x_train, data.t_train, char_to_id=data.char_to_id, id_to_char={0: "z"})
+    with pytest.raises(ValueError, match="ids must be 0, 1"):
+        Seq2seqData(data.x_train, data.t_train, char_to_id={"_": 0, "a": 5})
+    with pytest.raises(ValueError, match="give vocab"):
+        Seq2seqData(data.x_train, data.t_train)
+    with pytest.raises(ValueError, match="question width unknown"):
+        Seq2seqData(vocab=data.vocab, answer_width=3)
+    with pytest.raises(ValueError, match=r"answer width ambiguous: \[2, 4\]"):
+        Seq2seqData(data.x_train, data.t_train, vocab=data.vocab, answer_width=4)
+
+
+def test_load_with_a_given_vocab_and_with_vocab_renumber_alike(write):
+    lines = ["ab_c", "ba_d", "aa_c", "bb_d"]
+    original = load_seq2seq(write("\n".join(lines) + "\n", "a.txt"), seed=5)
+    shuffled = write("\n".join(lines[::-1]) + "\n", "b.txt")  # other first appearances, so other ids
+    own = load_seq2seq(shuffled, seed=5)
+    assert own.vocab != original.vocab
+    given = load_seq2seq(shuffled, seed=5, vocab=original.vocab)
+    renumbered = own.with_vocab(original.vocab)
+    for data in (given, renumbered):
+        assert data.vocab == original.vocab
+        for a, b in ((data.x_train, own.x_train), (data.t_test, own.t_test)):
+            assert [data.decode(row) for row in a] == [own.decode(row) for row in b]  # same rows, same text
+    np.testing.assert_array_equal(given.x_train, renumbered.x_train)
+    bad = write("ab_z\nab_c\n", "z.txt")
+    with pytest.raises(Seq2seqDataError, match=r"z.txt: characters not in the vocabulary: \['z'\]"):
+        load_seq2seq(bad, vocab=original.vocab)
+    with pytest.raises(Seq2seqDataError, match=r"z.txt: characters not in the vocabulary: \['z'\]"):
+        load_seq2seq(bad).with_vocab(original.vocab)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nprnn.data import EOS, UNK, Vocab, load_corpus, tokenize
+from nprnn.data import EOS, UNK, CharVocab, Vocab, load_corpus, tokenize
 
 # ---------------------------------------------------------------- PTB: the textbook's ids
 
@@ -305,3 +305,59 @@ def test_cli_train_and_generate_with_tiny_char_vocab(tmp_path, corpus):
     gen = _run("generate", str(out / "best.npz"), "--length", "20")
     assert gen.returncode == 0, gen.stderr
     assert "--- sample" in gen.stdout and "Traceback" not in gen.stderr
+
+
+# ---------------------------------------------------------------- CharVocab: seq2seq's character vocabulary
+
+
+def test_char_vocab_first_appearance_order_and_lookups():
+    v = CharVocab.build(["ba_c", "ab_d", "xz_y"])
+    assert v.tokens == list("ba_cdxzy") and len(v) == v.vocab_size == 8
+    assert v.char_to_id == {c: i for i, c in enumerate("ba_cdxzy")} and v.id_to_char == dict(enumerate("ba_cdxzy"))
+    assert v.word_to_id is v.char_to_id and v.level == "char"
+    assert v.start == "_" and v.start_id == 2 and "x" in v and "q" not in v
+    ids = v.encode("_abz")
+    assert ids.dtype == np.int64 and ids.tolist() == [2, 1, 0, 6]
+    assert v.decode(ids) == "_abz" and v.decode([]) == ""
+
+
+def test_char_vocab_unknown_characters_are_an_error_not_unk():
+    v = CharVocab.build(["1+2_3"])
+    assert v.unknown("9+1 9") == [" ", "9"]
+    with pytest.raises(ValueError, match=r"'9\+1' has characters not in the vocabulary: \['9'\]"):
+        v.encode("9+1")
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 5\), got min 0 and max 5"):
+        v.decode([0, 5])
+    with pytest.raises(ValueError, match="1-D integer sequence"):
+        v.decode([[0]])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30))
+def test_char_vocab_to_array_from_array_round_trip(tmp_path_factory, text):
+    v = CharVocab.build(["_" + text])  # NUL and any other character included
+    array = v.to_array()
+    assert array.dtype == np.int32 and array.tolist() == [ord(c) for c in v.tokens]
+    path = tmp_path_factory.mktemp("v") / "v.npz"
+    np.savez(path, vocab=array)
+    with np.load(path, allow_pickle=False) as f:
+        back = CharVocab.from_array(f["vocab"])
+    assert back == v and back.start_id == v.start_id and back.decode(back.encode(text)) == text
+    assert CharVocab.from_array(np.array(v.tokens, dtype=str)) == v
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: CharVocab(["a", "b"]), r"start symbol '_' is not one of the 2 characters"),
+        (lambda: CharVocab(["_", "ab"]), r"token 1 must be one character, got 'ab'"),
+        (lambda: CharVocab(["_", "a", "_"]), r"'_' appears twice \(ids 0 and 2\)"),
+        (lambda: CharVocab.from_array(np.array([95, -1])), r"code points must be in \[0, 0x10FFFF\], got min -1"),
+        (lambda: CharVocab.from_array(np.array([95, 0x110000])), r"got min 95 and max 1114112"),
+        (lambda: CharVocab.from_array(np.array([[95]])), r"1-D array of code points, got shape \(1, 1\)"),
+        (lambda: CharVocab.from_array(np.array([95.0])), r"1-D array of code points, got shape \(1,\) float64"),
+    ],
+)
+def test_char_vocab_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
