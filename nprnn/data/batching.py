@@ -29,11 +29,7 @@ each take a disjoint share (``shard_rows``) and together see exactly the full ba
 
 import numpy as np
 
-
-def _positive_int(name, what, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
-    return int(value)
+from nprnn._checks import positive_int
 
 
 def _check_ids(name, ids):
@@ -66,8 +62,8 @@ def _select_rows(name, rows, batch_size):
 
 def shard_rows(batch_size, rank, world_size):
     """The contiguous slice of batch rows of ``rank`` among ``world_size`` ranks (sizes differ by at most 1)."""
-    batch_size = _positive_int("shard_rows", "batch_size", batch_size)
-    world_size = _positive_int("shard_rows", "world_size", world_size)
+    batch_size = positive_int("batch_size", batch_size, "shard_rows")
+    world_size = positive_int("world_size", world_size, "shard_rows")
     if world_size > batch_size:
         raise ValueError(
             f"shard_rows: world_size {world_size} exceeds batch_size {batch_size}; a rank would get no row"
@@ -97,8 +93,8 @@ class BPTTBatches:
     def __init__(self, ids, batch_size, bptt, *, rows=None, continuous=True):
         name = "BPTTBatches"
         self.ids = _check_ids(name, ids)
-        self.batch_size = _positive_int(name, "batch_size", batch_size)
-        self.bptt = _positive_int(name, "bptt", bptt)
+        self.batch_size = positive_int("batch_size", batch_size, name)
+        self.bptt = positive_int("bptt", bptt, name)
         self.data_size = len(self.ids) - 1
         self.iters_per_epoch = max(self.data_size, 0) // (self.batch_size * self.bptt)
         if self.iters_per_epoch == 0:
@@ -147,8 +143,8 @@ class EvalBatches:
     def __init__(self, ids, batch_size=10, bptt=35, *, rows=None):
         name = "EvalBatches"
         self.ids = _check_ids(name, ids)
-        self.batch_size = _positive_int(name, "batch_size", batch_size)
-        self.bptt = _positive_int(name, "bptt", bptt)
+        self.batch_size = positive_int("batch_size", batch_size, name)
+        self.bptt = positive_int("bptt", bptt, name)
         self.corpus_size = len(self.ids)
         self.max_iters = max(self.corpus_size - 1, 0) // (self.batch_size * self.bptt)
         if self.max_iters == 0:

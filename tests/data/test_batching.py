@@ -232,3 +232,30 @@ def test_bad_shards():
         shard_rows(4, 0, 5)
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
         shard_rows(4, 2, 2)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "4", None, np.int64(0)])
+def test_counts_use_the_shared_positive_int_check(value):
+    """batching has no copy of the check: every count goes through nprnn._checks.positive_int."""
+    from nprnn._checks import positive_int
+
+    with pytest.raises(ValueError) as shared:
+        positive_int("batch_size", value, "BPTTBatches")
+    for call, where in [
+        (lambda: BPTTBatches(np.arange(100), value, 3), "BPTTBatches"),
+        (lambda: EvalBatches(np.arange(100), value, 3), "EvalBatches"),
+        (lambda: shard_rows(value, 0, 1), "shard_rows"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == str(shared.value).replace("BPTTBatches", where)
+        assert str(info.value) == f"{where}: batch_size must be a positive integer, got {value!r}"
+    assert BPTTBatches(np.arange(100), np.int64(2), np.int32(3)).batch_size == 2  # NumPy integers are fine
+
+
+def test_data_package_has_no_local_positive_int_copy():
+    import inspect
+
+    import nprnn.data.batching as batching
+
+    assert not hasattr(batching, "_positive_int") and "must be a positive integer" not in inspect.getsource(batching)
