@@ -20,10 +20,13 @@ It takes little: with one other busy process on an otherwise idle 2-core machine
 
 So, by default (``"auto"``), a forward or backward call of a time layer runs all its products, the
 per-step ones and the all-steps ones (input projection, weight gradients), on one BLAS thread if its
-per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations, or if the
-machine is busy: other processes' runnable tasks, averaged over about 5 seconds, are at least
-``BUSY_LOAD`` (0.5), i.e. they keep half a core busy (read from Linux's /proc; elsewhere the machine
-never counts as busy). Otherwise BLAS uses its own threads. Threading only the all-steps products
+per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations; otherwise BLAS
+uses its own threads. The choice depends on the sizes alone, never on the machine's load: 1 and 2
+OpenBLAS threads may round float32 products differently, so a run's numbers would otherwise depend
+on what else runs on the machine. The opt-in ``"adaptive"`` also runs every product on one thread
+when the machine is busy (other processes' runnable tasks, averaged over about 5 seconds, are at
+least ``BUSY_LOAD`` (0.5), i.e. they keep half a core busy; read from Linux's /proc): faster on a
+shared machine, but NOT reproducible. Threading only the all-steps products
 of a call with small per-step products does not pay: their threads spin between them, against the
 rest of the call and other processes' threads (measured next to a torch process on the idle machine:
 TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one thread). A call whose largest product
@@ -41,9 +44,11 @@ Settings, read from the environment when ``nprnn.accel`` is first imported and c
     (a few seconds, cached on disk afterwards), when this is selected. Unset, ``numpy`` or ``none``:
     pure NumPy, the default and the reference implementation.
 ``NPRNN_BLAS_THREADS=auto``, ``set_blas_threads(n)``
-    ``auto`` (default) as above; ``n >= 1``: every product of the time layers runs on at most ``n``
-    BLAS threads; ``0``: leave BLAS alone. Applied through ``threadpoolctl`` when it is installed,
-    otherwise it has no effect. While capped, the whole process's BLAS runs with the capped threads.
+    ``auto`` (default) as above, reproducible; ``adaptive``: ``auto`` plus one thread whenever the
+    machine is busy, NOT reproducible (results depend on the load); ``n >= 1``: every product of
+    the time layers runs on at most ``n`` BLAS threads; ``0``: leave BLAS alone. Applied through
+    ``threadpoolctl`` when it is installed, otherwise it has no effect. While capped, the whole
+    process's BLAS runs with the capped threads.
 """
 
 import math
@@ -53,13 +58,14 @@ import time
 import warnings
 
 BACKENDS = ("numpy", "numba")
+POLICIES = ("auto", "adaptive")  # the settings of set_blas_threads that are not a fixed number
 
 SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
 # OpenBLAS runs a product of up to about 2 MFLOP on one thread by itself (measured: (100, 100) @ (100, 100)
 # takes 19 us with 1 or 2 threads, (140, 100) @ (100, 100) 31 us vs 20 us), so a call whose largest product
 # is below this needs no cap, and skips the ~15 us of setting and restoring BLAS's threads.
 SINGLE_THREAD_FLOPS = 2e6
-BUSY_LOAD = 0.5  # "auto": other processes' load (runnable tasks) from which all products run on one thread
+BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
 _blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
@@ -90,14 +96,15 @@ def kernels():
 
 
 def set_blas_threads(n):
-    """``"auto"``, a cap ``n >= 1`` on the BLAS threads of every product of the time layers, or ``0`` (no cap)."""
-    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-        raise ValueError(f"nprnn.accel: BLAS threads must be 'auto' or an integer >= 0, got {n!r}")
+    """``"auto"`` (from the sizes, reproducible), ``"adaptive"`` (also from the machine's load, NOT
+    reproducible), a cap ``n >= 1`` on the BLAS threads of every product of the time layers, or ``0`` (no cap)."""
+    if n not in POLICIES and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ValueError(f"nprnn.accel: BLAS threads must be 'auto', 'adaptive' or an integer >= 0, got {n!r}")
     _state["blas_threads"] = n
 
 
 def blas_threads():
-    """The setting made by ``set_blas_threads``: ``"auto"``, a cap ``n >= 1``, or ``0`` (no cap)."""
+    """The setting made by ``set_blas_threads``: ``"auto"``, ``"adaptive"``, a cap ``n >= 1``, or ``0`` (no cap)."""
     return _state["blas_threads"]
 
 
@@ -144,11 +151,15 @@ def _blas_libraries():
 
 def _cap(flops, largest):
     setting = _state["blas_threads"]
-    if setting != "auto":
+    if setting not in POLICIES:
         return setting
     if largest is not None and largest < SINGLE_THREAD_FLOPS:
         return 0  # BLAS keeps every product of the call on one thread anyway
-    return 1 if flops < SMALL_FLOPS or machine_busy() else 0
+    if flops < SMALL_FLOPS:
+        return 1
+    # "auto" decides from the sizes alone, so the numbers never depend on the load; only the opt-in
+    # "adaptive" also looks at the machine (1 and 2 BLAS threads may round float32 products differently).
+    return 1 if setting == "adaptive" and machine_busy() else 0
 
 
 class threads_for:
@@ -201,10 +212,10 @@ def _from_environment():
     threads = os.environ.get("NPRNN_BLAS_THREADS", "").strip().lower()
     if threads:
         try:
-            set_blas_threads(threads if threads == "auto" else int(threads))
+            set_blas_threads(threads if threads in POLICIES else int(threads))
         except ValueError:
             warnings.warn(
-                f"NPRNN_BLAS_THREADS={threads!r} ignored: expected 'auto' or an integer >= 0",
+                f"NPRNN_BLAS_THREADS={threads!r} ignored: expected 'auto', 'adaptive' or an integer >= 0",
                 RuntimeWarning,
                 stacklevel=3,
             )

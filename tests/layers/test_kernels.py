@@ -306,7 +306,7 @@ def test_use_validates_the_backend_name():
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2", "all", True])
 def test_set_blas_threads_validates(bad):
-    with pytest.raises(ValueError, match="'auto' or an integer >= 0"):
+    with pytest.raises(ValueError, match="'auto', 'adaptive' or an integer >= 0"):
         accel.set_blas_threads(bad)
 
 
@@ -342,29 +342,64 @@ def test_threads_for_fixed_settings(blas_two_threads):
         assert blas_thread_counts() == {2}
 
 
-def test_threads_for_auto(blas_two_threads, monkeypatch):
+def busy_machine(monkeypatch, busy):
+    monkeypatch.setattr(accel, "machine_busy", lambda: busy)
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_threads_for_auto_depends_on_the_sizes_only(blas_two_threads, monkeypatch, busy):
+    """The default: the same sizes get the same threads whatever the load (issue 14), so 1- and
+    2-thread rounding never depends on what else runs on the machine."""
     accel.set_blas_threads("auto")
-    monkeypatch.setattr(accel, "machine_busy", lambda: False)
+    busy_machine(monkeypatch, busy)
     with accel.threads_for(accel.SMALL_FLOPS - 1):  # small products: one thread
         assert blas_thread_counts() == {1}
         with accel.threads_for(1e12):  # nested: keeps the outer cap
             assert blas_thread_counts() == {1}
         assert blas_thread_counts() == {1}
     assert blas_thread_counts() == {2}
-    with accel.threads_for(accel.SMALL_FLOPS):  # large products on an idle machine: BLAS's threads
+    with accel.threads_for(accel.SMALL_FLOPS):  # large products: BLAS's threads, busy or not
         assert blas_thread_counts() == {2}
         with accel.threads_for(1e3):
             assert blas_thread_counts() == {1}
         assert blas_thread_counts() == {2}
-    monkeypatch.setattr(accel, "machine_busy", lambda: True)
-    with accel.threads_for(1e12):  # on a busy machine every product runs on one thread
-        assert blas_thread_counts() == {1}
-    assert blas_thread_counts() == {2}
-    # a call whose largest product BLAS keeps on one thread by itself is left alone, busy or not
+    with accel.threads_for(1e12, 1e13):
+        assert blas_thread_counts() == {2}
+    # a call whose largest product BLAS keeps on one thread by itself is left alone
     with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS - 1):
         assert blas_thread_counts() == {2}
     with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS):
         assert blas_thread_counts() == {1}
+
+
+def test_threads_for_auto_never_asks_about_the_load(monkeypatch):
+    def refuse():
+        raise AssertionError("'auto' must not look at the machine's load")
+
+    monkeypatch.setattr(accel, "machine_busy", refuse)
+    previous = accel.blas_threads()
+    try:
+        accel.set_blas_threads("auto")
+        for flops, largest in [(1e3, None), (1e12, None), (1e12, 1e13), (1e3, 1e3)]:
+            accel.threads_for(flops, largest)
+    finally:
+        accel.set_blas_threads(previous)
+
+
+def test_threads_for_adaptive_follows_the_load(blas_two_threads, monkeypatch):
+    """The opt-in, not reproducible: one thread for every product while the machine is busy."""
+    accel.set_blas_threads("adaptive")
+    busy_machine(monkeypatch, False)
+    with accel.threads_for(accel.SMALL_FLOPS - 1):
+        assert blas_thread_counts() == {1}
+    with accel.threads_for(1e12):  # large products on an idle machine: BLAS's threads
+        assert blas_thread_counts() == {2}
+    busy_machine(monkeypatch, True)
+    with accel.threads_for(1e12):  # on a busy machine every product runs on one thread
+        assert blas_thread_counts() == {1}
+    assert blas_thread_counts() == {2}
+    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS - 1):  # left alone, busy or not
+        assert blas_thread_counts() == {2}
 
 
 def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
@@ -438,6 +473,7 @@ def test_environment_variables_select_backend_and_threads():
     assert python(show).stdout.split() == ["numpy", "auto"]  # the defaults
     done = python(show, NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0")
     assert done.stdout.split() == ["numba", "0"]
+    assert python(show, NPRNN_BLAS_THREADS="Adaptive").stdout.split() == ["numpy", "adaptive"]
     done = python(show, NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x")
     assert done.stdout.split() == ["numpy", "auto"]
     assert "NPRNN_ACCEL='cuda' ignored" in done.stderr and "NPRNN_BLAS_THREADS='x' ignored" in done.stderr
