@@ -296,7 +296,8 @@ class CharVocab:
 
     @classmethod
     def from_array(cls, array, start="_"):
-        """Inverse of ``to_array`` (a unicode array of single characters is accepted too)."""
+        """Inverse of ``to_array``. A unicode array of single characters is accepted too, though it
+        cannot hold NUL (NumPy strips trailing NULs, so ``"\\0"`` reads back as ``""``: refused)."""
         array = np.asarray(array)
         if array.ndim != 1 or not (array.size == 0 or array.dtype.kind in "iuU"):
             raise ValueError(

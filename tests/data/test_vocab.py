@@ -343,7 +343,8 @@ def test_char_vocab_to_array_from_array_round_trip(tmp_path_factory, text):
     with np.load(path, allow_pickle=False) as f:
         back = CharVocab.from_array(f["vocab"])
     assert back == v and back.start_id == v.start_id and back.decode(back.encode(text)) == text
-    assert CharVocab.from_array(np.array(v.tokens, dtype=str)) == v
+    if "\0" not in v:  # a NumPy unicode array drops trailing NULs: hence the code points
+        assert CharVocab.from_array(np.array(v.tokens, dtype=str)) == v
 
 
 @pytest.mark.parametrize(
