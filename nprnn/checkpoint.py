@@ -350,7 +350,10 @@ class CheckpointReader:
         got_shape, got_dtype, fortran, offset = self._spec(info)
         if got_dtype.kind not in dtype_kinds:
             want = " or ".join(_KIND_NAMES.get(k, k) for k in dtype_kinds) or "nothing"
-            raise CheckpointError(f"{self._where}: member {member!r} has dtype {got_dtype}; expected a {want} array")
+            article = "an" if want[0] in "aeiou" else "a"
+            raise CheckpointError(
+                f"{self._where}: member {member!r} has dtype {got_dtype}; expected {article} {want} array"
+            )
         if dtype is not None and got_dtype != np.dtype(dtype):
             raise CheckpointError(f"{self._where}: member {member!r} has dtype {got_dtype}; expected {np.dtype(dtype)}")
         if shape is not None:
@@ -452,7 +455,7 @@ class CheckpointReader:
                     "expected stored or deflate"
                 )
             stored += info.compress_size
-            if info.header_offset + info.compress_size > size or stored > size:
+            if info.header_offset < 0 or info.header_offset + info.compress_size > size or stored > size:
                 raise CheckpointError(
                     f"{where}: member {member!r} claims {_nbytes(info.compress_size)} beyond the file's "
                     f"{_nbytes(size)}; corrupted or truncated checkpoint"
@@ -591,8 +594,9 @@ class CheckpointReader:
             KeyError,
         ) as e:
             raise CheckpointError(f"{where}corrupted or truncated checkpoint ({_one_line(e)})") from None
-        except OSError as e:
-            raise CheckpointError(f"{where}cannot read checkpoint ({_one_line(e.strerror or e)})") from None
+        except OSError as e:  # EINVAL: a seek to an offset a damaged directory made negative
+            problem = "corrupted or truncated checkpoint" if e.errno == errno.EINVAL else "cannot read checkpoint"
+            raise CheckpointError(f"{where}{problem} ({_one_line(e.strerror or e)})") from None
 
 
 def meta_value(path, meta, key, types, *, low=None, high=None, choices=None, default=_MISSING):

@@ -12,11 +12,12 @@ import stat
 import struct
 import time
 import tracemalloc
+import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import nprnn.checkpoint as ckpt
@@ -805,7 +806,7 @@ def test_specs_and_checks_come_before_the_data_is_read(saved):
             ({"shape": (3, 5)}, r"has shape \(3, 4000\); expected \(3, 5\)"),
             ({"shape": (None,)}, r"has shape \(3, 4000\); expected \(\*,\)"),
             ({"dtype": np.float64}, "has dtype float32; expected float64"),
-            ({"dtype_kinds": "iu"}, "has dtype float32; expected a integer or unsigned integer array"),
+            ({"dtype_kinds": "iu"}, "has dtype float32; expected an integer or unsigned integer array"),
         ]:
             with pytest.raises(CheckpointError, match=f"member 'param/000.npy' {match}") as info:
                 reader.read("param/000", **kwargs)
@@ -873,3 +874,250 @@ def test_meta_value(saved):
             assert str(info.value).startswith(f"{path}: ")
     with pytest.raises(CheckpointError, match=r"^f.npz: metadata 'lr' must be float in \[0, inf\], got nan$"):
         ckpt.meta_value("f.npz", {"lr": float("nan")}, "lr", float, low=0)
+
+
+# ---------------------------------------------------------------- mutated checkpoints (property)
+
+MUTATION_ARRAYS = {
+    "param/000": (np.arange(12, dtype=np.float32).reshape(3, 4) - 5) / 7,
+    "param/001": np.linspace(-1, 1, 4, dtype=np.float32),
+    "state/h": np.full((2, 1, 3), 0.5, np.float32),
+}
+MUTATION_META = {
+    "config": {"hidden": 4, "cell": "lstm", "tie": False},
+    "epoch": 2,
+    "best": 12.5,
+    "vocab": ["a", "<eos>"],
+}
+
+# field offsets (from the signature) and widths in zip records: central directory, local header, end record
+ZIP_FIELDS = {
+    b"PK\x01\x02": [(10, 2), (16, 4), (20, 4), (24, 4), (28, 2), (30, 2), (42, 4)],
+    b"PK\x03\x04": [(8, 2), (14, 4), (18, 4), (22, 4), (26, 2), (28, 2)],
+    b"PK\x05\x06": [(8, 2), (10, 2), (12, 4), (16, 4)],
+}
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    path = tmp_path_factory.mktemp("original") / "c.npz"
+    save_checkpoint(path, MUTATION_ARRAYS, MUTATION_META)
+    return path.read_bytes()
+
+
+def check_outcome(path, expected=None):
+    """Loads and equals ``expected`` (default: what the file honestly holds, read by np.load), or
+    raises a one-line CheckpointError naming the file; either way within a second."""
+    start = time.monotonic()
+    try:
+        arrays, meta = load_checkpoint(path)
+    except CheckpointError as e:
+        message = str(e)
+        assert message.startswith(f"{path}: ") and "\n" not in message, message
+        assert isinstance(e, ValueError)
+        outcome = "refused"
+    else:
+        if expected is None:
+            with np.load(path, allow_pickle=False) as z:
+                expected = {k: z[k] for k in z.files}
+            expected_meta = json.loads(str(expected.pop("__nprnn__")))["meta"]
+        else:
+            expected, expected_meta = expected
+        assert_same_arrays(arrays, expected)
+        for a in arrays.values():
+            assert a.dtype.kind in "biufU" and a.dtype.isnative
+            assert a.dtype.kind != "f" or np.isfinite(a).all()
+        assert json.dumps(meta, sort_keys=True) == json.dumps(expected_meta, sort_keys=True)
+        outcome = "loaded"
+    assert time.monotonic() - start < 1.0
+    return outcome
+
+
+def patch_field(raw, signature, nth, field, value):
+    starts = [i for i in range(len(raw)) if raw.startswith(signature, i)]
+    if not starts:
+        return raw
+    offset, width = ZIP_FIELDS[signature][field % len(ZIP_FIELDS[signature])]
+    at = starts[nth % len(starts)] + offset
+    raw[at : at + width] = (value % 2 ** (8 * width)).to_bytes(width, "little")[: len(raw[at : at + width])]
+    return raw
+
+
+positions = st.integers(0, 2**20)
+byte_mutation = st.one_of(
+    st.tuples(st.just("flip"), positions, st.integers(1, 255)),
+    st.tuples(st.just("truncate"), positions),
+    st.tuples(st.just("insert"), positions, st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), positions, st.integers(1, 64)),
+    st.tuples(st.just("overwrite"), positions, st.binary(min_size=1, max_size=16)),
+    st.tuples(
+        st.just("field"),
+        st.sampled_from(list(ZIP_FIELDS)),
+        st.integers(0, 8),
+        st.integers(0, 8),
+        st.one_of(st.sampled_from([0, 1, 2**15, 2**16 - 1, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1)),
+    ),
+)
+
+
+def apply_byte_mutation(raw, mutation):
+    kind, *args = mutation
+    at = args[0] % (len(raw) + 1) if kind != "field" else None
+    if kind == "flip" and raw:
+        raw[at % len(raw)] ^= args[1]
+    elif kind == "truncate":
+        del raw[at:]
+    elif kind == "insert":
+        raw[at:at] = args[1]
+    elif kind == "delete":
+        del raw[at : at + args[1]]
+    elif kind == "overwrite":
+        raw[at : at + len(args[1])] = args[1]
+    elif kind == "field":
+        raw = patch_field(raw, *args)
+    return raw
+
+
+@settings(max_examples=250, deadline=None)
+@given(mutations=st.lists(byte_mutation, min_size=1, max_size=3))
+def test_byte_mutated_checkpoint_loads_equal_or_is_refused(tmp_path_factory, original, mutations):
+    raw = bytearray(original)
+    for mutation in mutations:
+        raw = apply_byte_mutation(raw, mutation)
+    path = tmp_path_factory.mktemp("bytes") / "c.npz"
+    path.write_bytes(bytes(raw))
+    # every byte that matters is covered by a CRC, a size check or a name check: same content or refused
+    event(check_outcome(path, (MUTATION_ARRAYS, MUTATION_META)))
+
+
+DESCRS = ["<f4", "<f8", "<f2", ">f4", "<c8", "|O", "<U3", "|S2", "<i8", "<u4", "|b1", "<f16", "|V8", "<M8[s]"]
+MEMBER_NAMES = ["param/000.npy", "param/001.npy", "x.npy", "__nprnn__.npy", ".npy", "w", "../w.npy", "a/b.npy"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def npy_data(data):
+    """The data bytes of a valid .npy member (after its header)."""
+    if data[6] == 1:
+        return data[10 + struct.unpack("<H", data[8:10])[0] :]
+    return data[12 + struct.unpack("<I", data[8:12])[0] :]
+
+
+def raw_npy_header(shape, descr, fortran, version):
+    """An .npy header written by hand, so it may declare anything (NumPy's writer checks some)."""
+    text = f"{{'descr': {descr!r}, 'fortran_order': {fortran}, 'shape': {shape!r}, }}"
+    size = 10 if version == 1 else 12
+    text += " " * (-(size + len(text) + 1) % 64) + "\n"
+    encoded = text.encode("utf8" if version == 3 else "latin1")
+    length = struct.pack("<H" if version == 1 else "<I", len(encoded))
+    return b"\x93NUMPY" + bytes([version, 0]) + length + encoded
+
+
+member_mutation = st.one_of(
+    st.tuples(
+        st.just("rename"),
+        st.integers(0, 9),
+        st.sampled_from(MEMBER_NAMES) | st.text(min_size=1, max_size=8).filter(lambda n: not n.endswith("/")),
+    ),
+    st.tuples(st.just("duplicate"), st.integers(0, 9)),
+    st.tuples(st.just("drop"), st.integers(0, 9)),
+    st.tuples(
+        st.just("header"),
+        st.integers(0, 9),
+        st.lists(st.sampled_from([0, 1, 2, 3, 4, 12, 2**20, 2**40, 2**62]), max_size=3).map(tuple),
+        st.sampled_from(DESCRS),
+        st.booleans(),
+        st.sampled_from([1, 2, 3]),
+    ),
+    st.tuples(st.just("meta-value"), st.sampled_from(["config", "epoch", "vocab", "new"]), json_values),
+    st.tuples(st.just("meta-text"), positions, st.text(max_size=4)),
+    st.tuples(st.just("meta-cut"), positions),
+    st.tuples(
+        st.just("meta-header"),
+        st.sampled_from(["format", "version", "meta"]),
+        st.sampled_from([None, 0, 1, 2, True, "nprnn-checkpoint", [], {}, 1.0]),
+    ),
+    st.tuples(
+        st.just("extra"),
+        st.sampled_from(["x.npy", "opt/m.npy"]),
+        st.sampled_from([np.zeros(3, np.float32), np.array([np.nan]), np.ones(2, np.complex64), np.array(["s"])]),
+    ),
+)
+
+
+def apply_member_mutation(members, mutation):
+    kind, *args = mutation
+    if kind in ("rename", "duplicate", "drop", "header") and members:
+        i = args[0] % len(members)
+        name, data = members[i]
+        if kind == "rename":
+            members[i] = (args[1], data)
+        elif kind == "duplicate":
+            members.insert(i, (name, data))
+        elif kind == "drop":
+            del members[i]
+        else:
+            shape, descr, fortran, version = args[1:]
+            members[i] = (name, raw_npy_header(shape, descr, fortran, version) + npy_data(data))
+    elif kind.startswith("meta"):
+        i = next((j for j, (n, _) in enumerate(members) if n == "__nprnn__.npy"), None)
+        if i is None:
+            return
+        try:  # as stored by save_checkpoint: UTF-32 code units after the header (np.load would trust a header)
+            text = npy_data(members[i][1]).decode("utf-32-le").rstrip("\0")
+        except (UnicodeDecodeError, struct.error, IndexError):
+            return
+        if kind in ("meta-value", "meta-header"):
+            try:
+                header = json.loads(text)
+            except ValueError:
+                return
+            if not isinstance(header, dict) or not isinstance(header.get("meta"), dict):
+                return
+        if kind == "meta-value":
+            header["meta"][args[0]] = args[1]
+            text = json.dumps(header)
+        elif kind == "meta-text":
+            at = args[0] % (len(text) + 1)
+            text = text[:at] + args[1] + text[at:]
+        elif kind == "meta-cut":
+            text = text[: args[0] % (len(text) + 1)]
+        else:
+            header[args[0]] = args[1]
+            text = json.dumps(header)
+        members[i] = (members[i][0], npy_bytes(np.array(text)))
+    elif kind == "extra":
+        members.append((args[0], npy_bytes(args[1])))
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mutations=st.lists(member_mutation, min_size=1, max_size=3),
+    compression=st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]),
+)
+def test_member_mutated_checkpoint_loads_what_it_holds_or_refused(tmp_path_factory, original, mutations, compression):
+    with zipfile.ZipFile(io.BytesIO(original)) as zf:
+        members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+    for mutation in mutations:
+        apply_member_mutation(members, mutation)
+    path = tmp_path_factory.mktemp("members") / "c.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns on the duplicates made on purpose
+        with zipfile.ZipFile(path, "w", compression=compression) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+    event(check_outcome(path))  # valid CRCs everywhere: what np.load reads, or refused
+
+
+def test_mutations_do_reach_both_outcomes(tmp_path, original):
+    """The property tests are not vacuous: some mutations load, others are refused."""
+    path = tmp_path / "c.npz"
+    raw = bytearray(original)
+    raw[raw.find(b"PK\x01\x02") + 12] ^= 1  # the central directory's modification time: harmless
+    path.write_bytes(bytes(raw))
+    assert check_outcome(path, (MUTATION_ARRAYS, MUTATION_META)) == "loaded"
+    path.write_bytes(bytes(patch_field(bytearray(original), b"PK\x01\x02", 0, 3, 2**32 - 1)))  # a size lie
+    assert check_outcome(path, (MUTATION_ARRAYS, MUTATION_META)) == "refused"
