@@ -9,7 +9,8 @@ array subclasses, ...) stops the load before it can be called. The result must t
 non-empty list of real numeric ndarrays.
 
 ``import_book_lm`` turns such a file from the textbook's ch06 ``Rnnlm`` or ``BetterRnnlm`` into
-an nprnn language-model checkpoint (``nprnn import-book``).
+an nprnn language-model file, ``import_book_seq2seq`` one of its ch07-08 ``Seq2seq``,
+``PeekySeq2seq`` or ``AttentionSeq2seq`` into a seq2seq model file (``nprnn import-book``).
 """
 
 import codecs
@@ -127,14 +128,15 @@ def import_book_lm(params_path, preset, data, output, dtype=np.float32):
     must equal the embedding's transpose and is dropped (nprnn stores a tied weight once).
     """
     from nprnn.data.corpus import load_corpus
+    from nprnn.models.io import save_lm, set_params
     from nprnn.models.lm import LanguageModel, LMConfig
-    from nprnn.train import save_lm, set_params, split_preset
+    from nprnn.training.presets import preset_model
 
     if preset not in BOOK_PRESETS:
         raise ValueError(f"preset must be one of {', '.join(BOOK_PRESETS)}, got {preset!r}")
     where = os.fspath(params_path)
     params = load_book_params(params_path)
-    model_settings, _, level = split_preset(preset)
+    model_settings, level = preset_model(preset)
     corpus = load_corpus(data, level=level)
     model = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), **model_settings), dtype=dtype)
 
@@ -156,3 +158,52 @@ def import_book_lm(params_path, preset, data, output, dtype=np.float32):
     extra = {"data": str(Path(data).resolve()), "imported_from": str(Path(where).resolve()), "preset": preset}
     save_lm(output, model, corpus.vocab, extra_meta=extra)
     return Path(output)
+
+
+def import_book_seq2seq(pkl, preset, data, out, reverse=False, data_dir=None, split_seed=None, dtype=np.float32):
+    """Write the nprnn model file ``out`` for parameters saved by the textbook's ``save_params``
+    (``Seq2seq.pkl``, ``PeekySeq2seq.pkl``, ``AttentionSeq2seq.pkl``); returns its path.
+
+    ``preset``: ``"seq2seq"``, ``"peeky"`` or ``"attention"``, the model the file belongs to (the
+    parameter order and gate layout are the book's, so the arrays are used as they are).
+    ``data``: the file it was trained on (or ``"addition"`` / ``"date"`` with ``data_dir``), which
+    gives the vocabulary; ``reverse``: whether the book's script reversed the questions
+    (``ch08/train.py`` does, ``ch07/train_seq2seq.py`` only with ``is_reverse = True``). Embedding
+    and hidden sizes are read from the arrays.
+    """
+    from nprnn.data.seq2seq import load_seq2seq
+    from nprnn.models.io import save_seq2seq, set_params
+    from nprnn.models.seq2seq import MODELS, build_model
+    from nprnn.training.presets import SPLIT_SEED
+    from nprnn.training.seq2seq import find_data
+
+    split_seed = SPLIT_SEED if split_seed is None else split_seed
+    if preset not in MODELS:
+        raise ValueError(f"preset must be one of {', '.join(MODELS)}, got {preset!r}")
+    where = os.fspath(pkl)
+    params = load_book_params(pkl)
+    path = find_data(data, data_dir)
+    dataset = load_seq2seq(path, seed=split_seed, reverse=reverse)
+    V = dataset.vocab_size
+    if len(params) != 10 or params[0].ndim != 2 or params[2].ndim != 2:
+        raise BookParamsError(
+            f"{where}: holds {len(params)} arrays of shapes {[p.shape for p in params]}; a textbook seq2seq "
+            "model has 10 (encoder embed, Wx, Wh, b; decoder embed, Wx, Wh, b, affine W, b)"
+        )
+    D, H = params[0].shape[1], params[2].shape[0]
+    model = build_model(preset, V, D, H, dtype=dtype)
+    got, expected = [p.shape for p in params], [p.shape for p in model.params]
+    if got != expected:
+        raise BookParamsError(
+            f"{where}: holds arrays of shapes {got}, but the {preset} model with the {V}-character "
+            f"vocabulary of {path} expects {expected}; wrong --preset or --data?"
+        )
+    set_params(model, [p.astype(dtype) for p in params], where)
+    extra = {
+        "data": str(Path(path).resolve()),
+        "split_seed": split_seed,
+        "imported_from": str(Path(where).resolve()),
+        "preset": preset,
+    }
+    save_seq2seq(out, model, dataset, extra_meta=extra)
+    return Path(out)

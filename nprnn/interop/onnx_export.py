@@ -237,14 +237,14 @@ def compare_with_onnxruntime(model, onnx_model, shapes=((2, 5), (3, 2)), seed=0)
 
 
 def export_checkpoint_onnx(checkpoint_path, out_path, opset=DEFAULT_OPSET, verify=True, tolerance=1e-4):
-    """Write the language model of an nprnn checkpoint (``nprnn.train.save_lm``) to ``out_path`` as ONNX,
+    """Write the language model of an nprnn checkpoint (``nprnn.models.io.save_lm``) to ``out_path`` as ONNX,
     with the vocabulary (``nprnn.vocab``, JSON list; ``nprnn.level``) in the metadata.
 
     With ``verify`` the export is first run with onnxruntime against nprnn (``compare_with_onnxruntime``);
     a difference above ``tolerance`` raises ``RuntimeError`` and nothing is written.
     Returns ``(out_path, difference or None)``.
     """
-    from nprnn.train import load_lm
+    from nprnn.models.io import load_lm
 
     onnx = require("onnx", "export_checkpoint_onnx")
     model, vocab, _, _ = load_lm(checkpoint_path)

@@ -92,3 +92,59 @@ def sequence_logprob(model, xs, start_id, ys):
     """Log-probability ``(N,)`` (float64) the model gives to the answers ``ys: (N, L)``."""
     logp = log_softmax(teacher_forced_scores(model, xs, start_id, ys))
     return np.take_along_axis(logp, np.asarray(ys)[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+
+
+# ---------------------------------------------------------------- answering questions
+
+
+def predict(model, x, start_id, length, beam=1, batch_size=1000):
+    """Answers ``(N, length)`` for questions ``x: (N, Tq)``: greedy (``beam=1``) or beam search,
+    decoded ``batch_size`` questions at a time."""
+    if not isinstance(beam, (int, np.integer)) or isinstance(beam, bool) or beam < 1:
+        raise ValueError(f"beam must be an integer >= 1 (1 is greedy decoding), got {beam!r}")
+    out = np.empty((len(x), length), dtype=np.int64)
+    for lo in range(0, len(x), batch_size):
+        chunk = x[lo : lo + batch_size]
+        if beam == 1:
+            out[lo : lo + batch_size] = greedy(model, chunk, start_id, length)
+        else:
+            out[lo : lo + batch_size] = beam_search(model, chunk, start_id, length, beam)[0]
+    return out
+
+
+def count_exact(model, x, t, beam=1, batch_size=1000):
+    """How many questions ``x: (N, Tq)`` get their whole answer ``t[:, 1:]`` right (an int;
+    ``t[:, 0]`` is the start symbol), as the textbook's ``eval_seq2seq`` counts them."""
+    if len(x) == 0:
+        return 0
+    guess = predict(model, x, int(t[0, 0]), t.shape[1] - 1, beam, batch_size)
+    return int(np.all(guess == t[:, 1:], axis=1).sum())
+
+
+def exact_match(model, x, t, beam=1, batch_size=1000):
+    """Fraction of questions ``x: (N, Tq)`` whose whole answer ``t[:, 1:]`` is produced."""
+    if len(x) == 0:
+        raise ValueError("exact_match: no examples to evaluate")
+    return count_exact(model, x, t, beam, batch_size) / len(x)
+
+
+def translate(model, vocab, questions, beam=1):
+    """Answer strings (padding stripped) for question strings, with a checkpoint's ``vocab``."""
+    x = np.stack([vocab.encode_question(q) for q in questions])
+    ids = predict(model, x, vocab.start_id, vocab.answer_width - 1, beam)
+    return [vocab.decode(row).rstrip() for row in ids]
+
+
+def attention_weights(model, vocab, question):
+    """Where an attention model looked while answering ``question`` (greedy):
+    ``(weights (answer length, question width), question characters, answer characters)``, the
+    question in reading order (the columns are flipped back for a model trained on reversed
+    questions) and padded as in the data file."""
+    if not hasattr(model, "attention_map"):
+        raise ValueError(f"an attention map needs an attention model; this one is a {type(model).__name__}")
+    x = vocab.encode_question(question)[None]
+    answer = predict(model, x, vocab.start_id, vocab.answer_width - 1)
+    weights = model.attention_map(x, vocab.start_id, answer)[0]
+    if vocab.reverse:
+        weights = weights[:, ::-1]
+    return weights, list(question.ljust(vocab.question_width)), list(vocab.decode(answer[0]))

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nprnn._checks import positive_int
 from nprnn.layers.basic import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss
 from nprnn.layers.stack import make_recurrent
 
@@ -37,18 +38,35 @@ class LMConfig:
         if self.cell not in ("rnn", "lstm", "gru"):
             raise ValueError(f"cell must be one of rnn, lstm, gru, got {self.cell!r}")
         for name in ("vocab_size", "embed", "hidden", "layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            positive_int(name, getattr(self, name))
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:  # also refuses NaN
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise ValueError(f"tie_weights must be true or false, got {self.tie_weights!r}")
         if self.tie_weights and self.embed != self.hidden:
             raise ValueError(f"tie_weights needs embed == hidden, got embed {self.embed} and hidden {self.hidden}")
         if self.init not in ("xavier", "uniform"):
             raise ValueError(f"init must be 'xavier' or 'uniform', got {self.init!r}")
+        scale = self.init_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+            raise ValueError(f"init_scale must be a positive finite number, got {scale!r}")
         return self
 
     def to_dict(self):
         return asdict(self)
+
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def param_shapes(config: LMConfig):
+    """The shapes of ``LanguageModel(config).params``, worked out without allocating anything (so a
+    checkpoint's arrays can be checked against its config before a model is built)."""
+    V, E, H, G = config.vocab_size, config.embed, config.hidden, GATES[config.cell]
+    shapes = [(V, E)]
+    for layer in range(config.layers):
+        shapes += [(E if layer == 0 else H, G * H), (H, G * H), (G * H,)] + ([(H,)] if config.cell == "gru" else [])
+    return shapes + ([] if config.tie_weights else [(H, V)]) + [(V,)]
 
 
 class LanguageModel:

@@ -24,28 +24,20 @@ where ``state`` is a tuple of arrays with the batch on axis 0 (see ``nprnn.model
 
 import numpy as np
 
-from nprnn._checks import check_input
+from nprnn._checks import check_input, positive_int
 from nprnn.layers.attention import TimeAttention
 from nprnn.layers.basic import TimeAffine, TimeEmbedding, TimeSoftmaxWithLoss
-from nprnn.layers.lstm import TimeLSTM
+from nprnn.layers.lstm import TimeLSTM, init_lstm_params
 from nprnn.models import decode
 
 
 def _check_sizes(name, **sizes):
     for key, value in sizes.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
+        positive_int(key, value, name)
 
 
 def _normal(rng, shape, scale, dtype):
     return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
-def _lstm_init(rng, D, H, dtype):
-    """The textbook's LSTM init: ``randn / sqrt(fan_in)``, zero bias."""
-    Wx = _normal(rng, (D, 4 * H), 1 / np.sqrt(D), dtype)
-    Wh = _normal(rng, (H, 4 * H), 1 / np.sqrt(H), dtype)
-    return [Wx, Wh, np.zeros(4 * H, dtype=dtype)]
 
 
 class Encoder:
@@ -56,13 +48,13 @@ class Encoder:
     ``seed`` is an int or a ``np.random.Generator`` (a model passes one generator to both halves).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
-        _check_sizes(type(self).__name__, vocab_size=vocab_size, wordvec_size=wordvec_size, hidden_size=hidden_size)
+    def __init__(self, vocab_size, embed, hidden, seed=0, dtype=np.float32):
+        _check_sizes(type(self).__name__, vocab_size=vocab_size, embed=embed, hidden=hidden)
         rng = np.random.default_rng(seed)
-        V, D, H = vocab_size, wordvec_size, hidden_size
+        V, D, H = vocab_size, embed, hidden
         self.V, self.H, self.dtype = V, H, np.dtype(dtype)
         self.embed = TimeEmbedding(_normal(rng, (V, D), 0.01, dtype))
-        self.lstm = TimeLSTM(*_lstm_init(rng, D, H, dtype))
+        self.lstm = TimeLSTM(*init_lstm_params(D, H, seed=rng, dtype=dtype))
         self.params = self.embed.params + self.lstm.params
         self.grads = self.embed.grads + self.lstm.grads
         self._hs_shape = None
@@ -107,13 +99,13 @@ class Decoder:
     params: ``[embed W (V, D), lstm Wx (D, 4H), Wh (H, 4H), b (4H,), affine W (H, V), b (V,)]``.
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
-        _check_sizes(type(self).__name__, vocab_size=vocab_size, wordvec_size=wordvec_size, hidden_size=hidden_size)
+    def __init__(self, vocab_size, embed, hidden, seed=0, dtype=np.float32):
+        _check_sizes(type(self).__name__, vocab_size=vocab_size, embed=embed, hidden=hidden)
         rng = np.random.default_rng(seed)
-        V, D, H = vocab_size, wordvec_size, hidden_size
+        V, D, H = vocab_size, embed, hidden
         self.V, self.H, self.dtype = V, H, np.dtype(dtype)
         self.embed = TimeEmbedding(_normal(rng, (V, D), 0.01, dtype))
-        self.lstm = TimeLSTM(*_lstm_init(rng, self._lstm_input_size(D, H), H, dtype))
+        self.lstm = TimeLSTM(*init_lstm_params(self._lstm_input_size(D, H), H, seed=rng, dtype=dtype))
         self.affine = TimeAffine(*self._affine_init(rng, H, V, dtype))
         self.params, self.grads = [], []
         for layer in (self.embed, self.lstm, self.affine):
@@ -165,8 +157,8 @@ class PeekyDecoder(Decoder):
     that ``params`` holds, as its gradient rows are views into the one ``dWx`` of ``grads``.
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
-        super().__init__(vocab_size, wordvec_size, hidden_size, seed, dtype)
+    def __init__(self, vocab_size, embed, hidden, seed=0, dtype=np.float32):
+        super().__init__(vocab_size, embed, hidden, seed, dtype)
         H = self.H
         (Wx, Wh, b), (dWx, dWh, db) = self.lstm.params, self.lstm.grads
         self.lstm = TimeLSTM(Wx[H:], Wh, b)
@@ -219,8 +211,8 @@ class AttentionDecoder(Decoder):
     ``.attention.attention_weights: (N, T, Te)``.
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
-        super().__init__(vocab_size, wordvec_size, hidden_size, seed=seed, dtype=dtype)
+    def __init__(self, vocab_size, embed, hidden, seed=0, dtype=np.float32):
+        super().__init__(vocab_size, embed, hidden, seed=seed, dtype=dtype)
         self.attention = TimeAttention()  # no parameters: params stay embed, lstm, affine
 
     def _affine_init(self, rng, H, V, dtype):
@@ -274,15 +266,21 @@ class Seq2seq:
     encoder_class = Encoder
     decoder_class = Decoder
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=0, dtype=np.float32):
+    def __init__(self, vocab_size, embed=16, hidden=128, seed=0, dtype=np.float32):
         rng = np.random.default_rng(seed)
-        self.vocab_size, self.wordvec_size, self.hidden_size = vocab_size, wordvec_size, hidden_size
+        self.vocab_size, self.wordvec_size, self.hidden_size = vocab_size, embed, hidden  # the textbook's names
         self.dtype = np.dtype(dtype)
-        self.encoder = self.encoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
-        self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.encoder = self.encoder_class(vocab_size, embed, hidden, seed=rng, dtype=dtype)
+        self.decoder = self.decoder_class(vocab_size, embed, hidden, seed=rng, dtype=dtype)
         self.softmax = TimeSoftmaxWithLoss()
         self.params = self.encoder.params + self.decoder.params
         self.grads = self.encoder.grads + self.decoder.grads
+
+    @property
+    def config(self):
+        """What rebuilds the model: ``{"kind", "vocab_size", "embed", "hidden"}`` (as stored in checkpoints)."""
+        return {"kind": model_kind(self), "vocab_size": self.vocab_size, "embed": self.wordvec_size,
+                "hidden": self.hidden_size}  # fmt: skip
 
     def forward(self, xs, ts):
         name = type(self).__name__
@@ -329,6 +327,32 @@ class AttentionSeq2seq(Seq2seq):
         the decoder looked to emit ``ys[:, t]`` (the same as during ``generate`` for its output)."""
         decode.teacher_forced_scores(self, xs, start_id, ys)
         return self.decoder.attention.attention_weights.copy()
+
+
+MODELS = {"seq2seq": Seq2seq, "peeky": PeekySeq2seq, "attention": AttentionSeq2seq}
+
+
+def model_kind(model):
+    """``"seq2seq"``, ``"peeky"`` or ``"attention"``."""
+    for kind, cls in MODELS.items():
+        if type(model) is cls:
+            return kind
+    raise ValueError(f"not an nprnn seq2seq model: {type(model).__name__}")
+
+
+def build_model(kind, vocab_size, embed=16, hidden=128, seed=0, dtype=np.float32):
+    """A new ``MODELS[kind]`` model; ``kind`` is ``"seq2seq"``, ``"peeky"`` or ``"attention"``."""
+    if kind not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {kind!r}")
+    return MODELS[kind](vocab_size, embed, hidden, seed=seed, dtype=dtype)
+
+
+def param_shapes(kind, vocab_size, embed, hidden):
+    """The shapes of ``build_model(kind, vocab_size, embed, hidden).params``, without allocating them."""
+    V, D, H = vocab_size, embed, hidden
+    encoder = [(V, D), (D, 4 * H), (H, 4 * H), (4 * H,)]
+    lstm_in, affine_in = (H + D, 2 * H) if kind == "peeky" else (D, 2 * H if kind == "attention" else H)
+    return encoder + [(V, D), (lstm_in, 4 * H), (H, 4 * H), (4 * H,), (affine_in, V), (V,)]
 
 
 def plot_attention(weights, input_labels, output_labels, path, title=None):

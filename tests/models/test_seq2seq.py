@@ -368,7 +368,7 @@ def test_bad_input(rng):
         Decoder(5, 3, 4).forward(ts, np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match=r"AttentionDecoder: enc_hs must be 3-D with shape \(3, any, 4\), got shape"):
         AttentionDecoder(5, 3, 4).forward(ts, np.zeros((3, 4), np.float32))
-    with pytest.raises(ValueError, match="hidden_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="hidden must be a positive integer, got 0"):
         Seq2seq(5, 3, 0)
     with pytest.raises(RuntimeError, match="backward called before forward"):
         Encoder(5, 3, 4).backward(np.zeros((3, 4), np.float32))

@@ -1,0 +1,242 @@
+"""Model files: save and load every model kind as one ``.npz`` (``nprnn.checkpoint``), with no
+training code involved.
+
+A file's metadata names its kind (``nprnn-lm`` or ``nprnn-seq2seq``), the model's config and the
+vocabulary; its members are ``param/000``, ``param/001``, ... (the model's ``params`` in order),
+``vocab``, and, in a resumable checkpoint, the training state that ``nprnn.training`` adds
+(``opt/*``, ``state/*`` and more metadata). Loading checks the config's types and ranges and the
+parameters' shapes against it before a model is built, so a crafted file cannot make nprnn
+allocate more than the file honestly holds.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from nprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nprnn.data.vocab import Vocab
+from nprnn.models import lm as lm_module
+from nprnn.models import seq2seq as seq2seq_module
+
+LM_KIND = "nprnn-lm"
+SEQ2SEQ_KIND = "nprnn-seq2seq"
+KINDS = (LM_KIND, SEQ2SEQ_KIND)
+
+# Bounds on what a file may ask for, far above any model this library trains on a CPU.
+MAX_SIZE = 1 << 16  # embed, hidden
+MAX_LAYERS = 64
+MAX_VOCAB = 1 << 24
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def set_params(model, params, where):
+    """Copy ``params`` into the model's arrays in place, checking count, shapes and finiteness."""
+    if len(params) != len(model.params):
+        raise ValueError(f"{where}: expected {len(model.params)} parameter arrays for this model, got {len(params)}")
+    for i, (p, new) in enumerate(zip(model.params, params)):
+        if p.shape != new.shape:
+            raise ValueError(f"{where}: parameter {i} must have shape {p.shape}, got {new.shape}")
+        if new.dtype.kind != "f":
+            raise ValueError(f"{where}: parameter {i} must be a float array, got {new.dtype}")
+        if not np.all(np.isfinite(new)):
+            raise ValueError(f"{where}: parameter {i} holds NaN or infinite values")
+        p[...] = new
+
+
+def check_value(where, what, value, kind, low=None, high=None, choices=None):
+    """``value`` if it is of ``kind`` ("int", "float", "bool", "str") within ``[low, high]`` / ``choices``,
+    else a ``CheckpointError`` naming ``where`` and ``what``. For metadata read from a file."""
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if ok and choices is not None:
+        ok = value in choices
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        want = f"one of {', '.join(map(str, choices))}" if choices else f"a {kind}"
+        if low is not None or high is not None:
+            want += f" in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise CheckpointError(f"{where}: metadata {what} must be {want}, got {value!r}")
+    return value
+
+
+def _params(arrays, shapes, where):
+    """The ``param/NNN`` members in order, checked against the expected ``shapes``."""
+    names = sorted(k for k in arrays if k.startswith("param/"))
+    if names != [f"param/{i:03d}" for i in range(len(shapes))]:
+        raise CheckpointError(f"{where}: expected {len(shapes)} parameter arrays for its config, found {len(names)}")
+    params = [arrays[name] for name in names]
+    for name, p, shape in zip(names, params, shapes):
+        if p.shape != tuple(shape):
+            raise CheckpointError(f"{where}: {name} must have shape {tuple(shape)} for its config, got {p.shape}")
+        if p.dtype not in (np.float32, np.float64):
+            raise CheckpointError(f"{where}: {name} must be float32 or float64, got {p.dtype}")
+    return params
+
+
+def _kind(meta, where):
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{where}: not an nprnn model file (kind {kind!r}; expected one of {', '.join(KINDS)})")
+    return kind
+
+
+# ---------------------------------------------------------------- language models
+
+
+def save_lm(path, model, vocab, extra_arrays=None, extra_meta=None):
+    """Write a language model (and whatever training state is given) to one ``.npz``, atomically."""
+    arrays = {f"param/{i:03d}": p for i, p in enumerate(model.params)}
+    arrays["vocab"] = vocab.to_array()
+    arrays.update(extra_arrays or {})
+    meta = {"kind": LM_KIND, "model": model.config.to_dict(), "level": vocab.level}
+    meta.update(extra_meta or {})
+    save_checkpoint(path, arrays, meta)
+
+
+def lm_config(meta, where):
+    """The ``LMConfig`` a file's metadata describes, every value's type and range checked."""
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{where}: metadata 'model' must be a dict, got {type(model).__name__}")
+    unknown = set(model) - set(lm_module.LMConfig.__dataclass_fields__)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown model settings {sorted(unknown)}")
+    where_m = f"{where}"
+    values = {
+        "vocab_size": check_value(where_m, "model.vocab_size", model.get("vocab_size"), "int", 1, MAX_VOCAB),
+        "cell": check_value(where_m, "model.cell", model.get("cell", "lstm"), "str", choices=("rnn", "lstm", "gru")),
+        "embed": check_value(where_m, "model.embed", model.get("embed", 100), "int", 1, MAX_SIZE),
+        "hidden": check_value(where_m, "model.hidden", model.get("hidden", 100), "int", 1, MAX_SIZE),
+        "layers": check_value(where_m, "model.layers", model.get("layers", 1), "int", 1, MAX_LAYERS),
+        "dropout": check_value(where_m, "model.dropout", model.get("dropout", 0.0), "float", 0.0, 0.999999),
+        "tie_weights": check_value(where_m, "model.tie_weights", model.get("tie_weights", False), "bool"),
+        "init": check_value(where_m, "model.init", model.get("init", "xavier"), "str", choices=("xavier", "uniform")),
+        "init_scale": check_value(where_m, "model.init_scale", model.get("init_scale", 0.1), "float", 1e-30),
+    }
+    try:
+        return lm_module.LMConfig(**values).validate()
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def load_lm(path, dtype=None):
+    """``(model, vocab, arrays, meta)`` from a file written by ``save_lm``; refuses anything else."""
+    where = os.fspath(path)
+    arrays, meta = load_checkpoint(path)
+    if _kind(meta, where) != LM_KIND:
+        raise CheckpointError(f"{where}: not a language-model file (kind {meta.get('kind')!r})")
+    config = lm_config(meta, where)
+    level = check_value(where, "level", meta.get("level"), "str", choices=("word", "char"))
+    if "vocab" not in arrays:
+        raise CheckpointError(f"{where}: no vocabulary member")
+    try:
+        vocab = Vocab.from_array(arrays["vocab"], level)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: unusable vocabulary ({e})") from None
+    if config.vocab_size != len(vocab):
+        raise CheckpointError(f"{where}: model vocabulary size {config.vocab_size} != stored vocabulary {len(vocab)}")
+    params = _params(arrays, lm_module.param_shapes(config), where)
+    model = lm_module.LanguageModel(config, dtype=dtype or params[0].dtype)
+    set_params(model, params, where)
+    return model, vocab, arrays, meta
+
+
+# ---------------------------------------------------------------- seq2seq models
+
+
+def save_seq2seq(path, model, vocab, extra_arrays=None, extra_meta=None):
+    """Write an encoder-decoder model and its character vocabulary to one ``.npz``, atomically."""
+    arrays = {f"param/{i:03d}": p for i, p in enumerate(model.params)}
+    chars = [vocab.id_to_char[i] for i in range(vocab.vocab_size)]
+    arrays["vocab"] = np.array([ord(c) for c in chars], dtype=np.int32)  # code points: NUL-safe, no pickle
+    arrays.update(extra_arrays or {})
+    meta = {
+        "kind": SEQ2SEQ_KIND,
+        "model": model.config,
+        "reverse": vocab.reverse,
+        "question_width": vocab.question_width,
+        "answer_width": vocab.answer_width,
+    }
+    meta.update(extra_meta or {})
+    save_checkpoint(path, arrays, meta)
+
+
+def seq2seq_config(meta, where):
+    """``{"kind", "vocab_size", "embed", "hidden"}`` from a file's metadata, checked. Files written by
+    nprnn 0.1 name the sizes ``wordvec_size`` and ``hidden_size``; they are read under the new names."""
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{where}: metadata 'model' must be a dict, got {type(model).__name__}")
+    model = dict(model)
+    for old, new in (("wordvec_size", "embed"), ("hidden_size", "hidden")):
+        if old in model and new not in model:
+            model[new] = model.pop(old)
+    unknown = set(model) - {"kind", "vocab_size", "embed", "hidden"}
+    if unknown:
+        raise CheckpointError(f"{where}: unknown model settings {sorted(unknown)}")
+    return {
+        "kind": check_value(where, "model.kind", model.get("kind"), "str", choices=tuple(seq2seq_module.MODELS)),
+        "vocab_size": check_value(where, "model.vocab_size", model.get("vocab_size"), "int", 2, MAX_VOCAB),
+        "embed": check_value(where, "model.embed", model.get("embed"), "int", 1, MAX_SIZE),
+        "hidden": check_value(where, "model.hidden", model.get("hidden"), "int", 1, MAX_SIZE),
+    }
+
+
+def seq2seq_vocab(chars, question_width, answer_width, reverse):
+    """The vocabulary object a seq2seq file stands for: ``encode_question``, ``decode``, ``start_id``..."""
+    from nprnn.data.seq2seq import Seq2seqData
+
+    empty = np.empty((0, question_width), dtype=np.int64), np.empty((0, answer_width), dtype=np.int64)
+    return Seq2seqData(
+        *empty, *empty, char_to_id={c: i for i, c in enumerate(chars)}, id_to_char=dict(enumerate(chars)),
+        reverse=bool(reverse),
+    )  # fmt: skip
+
+
+def load_seq2seq(path, dtype=None):
+    """``(model, vocab, arrays, meta)`` from a file written by ``save_seq2seq``; refuses anything else."""
+    where = os.fspath(path)
+    arrays, meta = load_checkpoint(path)
+    if _kind(meta, where) != SEQ2SEQ_KIND:
+        raise CheckpointError(f"{where}: not a seq2seq model file (kind {meta.get('kind')!r})")
+    config = seq2seq_config(meta, where)
+    widths = [check_value(where, k, meta.get(k), "int", 1, 1 << 16) for k in ("question_width", "answer_width")]
+    reverse = check_value(where, "reverse", meta.get("reverse"), "bool")
+    codes = arrays.get("vocab")
+    if codes is None or codes.ndim != 1 or codes.dtype.kind not in "iu":
+        raise CheckpointError(f"{where}: the vocabulary member must be a 1-d integer array of code points")
+    if len(codes) != config["vocab_size"] or codes.min() < 0 or codes.max() > 0x10FFFF:
+        raise CheckpointError(f"{where}: the stored vocabulary does not match the model's ({config['vocab_size']})")
+    chars = [chr(int(c)) for c in codes]
+    if len(set(chars)) != len(chars) or "_" not in chars:
+        raise CheckpointError(f"{where}: the stored vocabulary has repeated characters or no start symbol '_'")
+    vocab = seq2seq_vocab(chars, widths[0], widths[1], reverse)
+    shapes = seq2seq_module.param_shapes(config["kind"], config["vocab_size"], config["embed"], config["hidden"])
+    params = _params(arrays, shapes, where)
+    model = seq2seq_module.build_model(
+        config["kind"], config["vocab_size"], config["embed"], config["hidden"], dtype=dtype or params[0].dtype
+    )
+    set_params(model, params, where)
+    return model, vocab, arrays, meta
+
+
+# ---------------------------------------------------------------- any kind
+
+
+def load_model(path, dtype=None):
+    """``(kind, model, vocab, arrays, meta)`` for a file of either kind: ``kind`` is ``"lm"`` or ``"seq2seq"``."""
+    where = os.fspath(path)
+    _, meta = load_checkpoint(path)
+    if _kind(meta, where) == LM_KIND:
+        return ("lm", *load_lm(path, dtype))
+    return ("seq2seq", *load_seq2seq(path, dtype))
