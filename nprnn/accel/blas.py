@@ -1,54 +1,19 @@
-"""Settings for the time layers ``TimeRNN``, ``TimeLSTM`` and ``TimeGRU``: an optional compiled accelerator
-for their time loops, and how many BLAS threads their matrix products use. Neither changes results
-beyond float rounding.
+"""How many BLAS threads the products of the time layers (and ``TimeAffine``) use.
 
-Each time step of a recurrent layer is one small matrix product ``h_prev @ Wh`` plus a few elementwise
-operations on ``(N, H)`` arrays, and steps cannot overlap. Two things limit the speed of such a loop:
+``with threads_for(flops, largest):`` runs the products inside under the setting of
+``set_blas_threads``:
 
-- **Per-step overhead.** NumPy spends a call (about a microsecond) and a pass over memory on every
-  elementwise operation: an LSTM step is a dozen of them. ``use("numba")`` replaces them by one fused,
-  vectorised kernel per step (``nprnn/layers/_kernels.py``); the matrix products stay NumPy's.
-- **BLAS threads.** A multi-threaded BLAS call ends at barriers where every thread waits for the
-  slowest. On an idle 2-core machine 2 threads make a product 1.4x faster at 2.6 MFLOP and 1.8-2x
-  from 10 MFLOP up, but on a busy machine a waiting thread may not run for a whole scheduler time
-  slice while OpenBLAS's threads spin: measured with 5 other busy processes on 2 cores, a
-  (64, 650) @ (650, 2600) product took 48 ms of wall time (24 ms of CPU) with 2 threads against
-  6.5 ms (2.6 ms of CPU) with one, and a time loop makes ``2 T`` such calls per forward+backward.
+- ``"auto"`` (default): a call whose per-step product has fewer than ``SMALL_FLOPS`` floating-point
+  operations runs all its products on one thread, unless its largest product is under
+  ``SINGLE_THREAD_FLOPS`` (OpenBLAS keeps such a call on one thread by itself: left alone); any
+  other call uses BLAS's own threads. Decided from the sizes alone, so reproducible.
+- ``"adaptive"``: as ``"auto"``, and every product on one thread while other processes keep
+  ``BUSY_LOAD`` (half) a core busy or more (``machine_busy``, from Linux's /proc). NOT reproducible: 1 and 2 threads may
+  round float32 products differently, so the numbers depend on the load.
+- ``n >= 1``: at most ``n`` threads; ``0``: BLAS's own setting.
 
-It takes little: with one other busy process on an otherwise idle 2-core machine, that product took
-24 ms with 2 threads against 2.3 ms with one, and a 10 MFLOP one 16 ms against 0.12 ms.
-
-So, by default (``"auto"``), a forward or backward call of a time layer runs all its products, the
-per-step ones and the all-steps ones (input projection, weight gradients), on one BLAS thread if its
-per-step product has fewer than ``SMALL_FLOPS`` (1.5 MFLOP) floating-point operations; otherwise BLAS
-uses its own threads. The choice depends on the sizes alone, never on the machine's load: 1 and 2
-OpenBLAS threads may round float32 products differently, so a run's numbers would otherwise depend
-on what else runs on the machine. The opt-in ``"adaptive"`` also runs every product on one thread
-when the machine is busy (other processes' runnable tasks, averaged over about 5 seconds, are at
-least ``BUSY_LOAD`` (0.5), i.e. they keep half a core busy; read from Linux's /proc): faster on a
-shared machine, but NOT reproducible. Threading only the all-steps products
-of a call with small per-step products does not pay: their threads spin between them, against the
-rest of the call and other processes' threads (measured next to a torch process on the idle machine:
-TimeLSTM (10, 5, 100, 100) took 3.5 ms that way, 0.6 ms on one thread). A call whose largest product
-is under ``SINGLE_THREAD_FLOPS`` (2 MFLOP, which OpenBLAS runs on one thread by itself) is left
-alone. ``threads_for_time_layer`` works out both figures from a call's sizes.
-
-The output layer ``TimeAffine`` runs its products under the same policy (judged by the product's own
-FLOPs): on a busy machine a 2-thread (512, 256) @ (256, 13) product of a seq2seq decoder took 16 ms
-where it takes 0.16 ms.
-
-Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
-
-``NPRNN_ACCEL=numba``, ``use("numba")``
-    Fused numba kernels (``pip install nprnn[accel]``). numba is imported, and the kernels compiled
-    (a few seconds, cached on disk afterwards), when this is selected. Unset, ``numpy`` or ``none``:
-    pure NumPy, the default and the reference implementation.
-``NPRNN_BLAS_THREADS=auto``, ``set_blas_threads(n)``
-    ``auto`` (default) as above, reproducible; ``adaptive``: ``auto`` plus one thread whenever the
-    machine is busy, NOT reproducible (results depend on the load); ``n >= 1``: every product of
-    the time layers runs on at most ``n`` BLAS threads; ``0``: leave BLAS alone. Applied through
-    ``threadpoolctl`` when it is installed, otherwise it has no effect. While capped, the whole
-    process's BLAS runs with the capped threads.
+Applied through ``threadpoolctl`` when it is installed, otherwise without effect; while capped, the
+whole process's BLAS runs with the capped threads. Why these thresholds: docs/performance.md.
 """
 
 import math
@@ -57,7 +22,6 @@ import threading
 import time
 import warnings
 
-BACKENDS = ("numpy", "numba")
 POLICIES = ("auto", "adaptive")  # the settings of set_blas_threads that are not a fixed number
 
 SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
@@ -66,33 +30,9 @@ SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this
 # is below this needs no cap, and skips the ~15 us of setting and restoring BLAS's threads.
 SINGLE_THREAD_FLOPS = 2e6
 BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which all products run on one thread
-_state = {"backend": "numpy", "kernels": None, "blas_threads": "auto"}
+_state = {"blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
 _blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
-
-
-def use(name):
-    """Select the time-loop backend: ``"numpy"`` (or ``None``) or ``"numba"`` (raises ImportError without numba)."""
-    name = "numpy" if name in (None, "none", "") else str(name).lower()
-    if name not in BACKENDS:
-        raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS}, got {name!r}")
-    kernels = None
-    if name == "numba":
-        try:
-            from nprnn.layers import _kernels as kernels
-        except ImportError as err:
-            raise ImportError(f"nprnn.accel: backend 'numba' needs numba (pip install nprnn[accel]): {err}") from err
-    _state["backend"], _state["kernels"] = name, kernels
-
-
-def backend():
-    """The selected time-loop backend, ``"numpy"`` or ``"numba"``."""
-    return _state["backend"]
-
-
-def kernels():
-    """The kernel module when the numba backend is selected, else None (the layers then use NumPy)."""
-    return _state["kernels"]
 
 
 def set_blas_threads(n):
@@ -203,12 +143,8 @@ def threads_for_time_layer(N, T, D, H, gates):
     return threads_for(2 * N * H * width, 2 * T * N * width * max(H, D))
 
 
-def _from_environment():
-    name = os.environ.get("NPRNN_ACCEL", "").strip().lower()
-    try:
-        use(name or None)
-    except (ImportError, ValueError) as err:
-        warnings.warn(f"NPRNN_ACCEL={name!r} ignored, using NumPy: {err}", RuntimeWarning, stacklevel=3)
+def from_environment():
+    """``NPRNN_BLAS_THREADS``: a bad value warns and keeps ``"auto"``."""
     threads = os.environ.get("NPRNN_BLAS_THREADS", "").strip().lower()
     if threads:
         try:
@@ -219,6 +155,3 @@ def _from_environment():
                 RuntimeWarning,
                 stacklevel=3,
             )
-
-
-_from_environment()

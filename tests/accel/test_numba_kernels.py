@@ -1,5 +1,5 @@
-"""The optional numba backend of the time layers (nprnn.accel, nprnn/layers/_kernels.py) and the BLAS
-thread cap.
+"""The optional numba kernels of the time layers (nprnn/accel/numbanumba_kernels.py, selected with
+``nprnn.accel.use("numba")``).
 
 The kernels must compute what the NumPy path computes: the same outputs, final states and gradients to
 float rounding (float64: 1e-12; float32: the kernels' tanh is an approximation within 5 ulp), and the
@@ -8,9 +8,6 @@ test_lstm.py and test_gru.py.
 """
 
 import os
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -30,7 +27,7 @@ except ImportError:
     if os.environ.get("CI"):  # the test extra installs numba: in CI these tests must run, not skip
         raise
     pytest.skip("the numba backend is optional (pip install nprnn[accel])", allow_module_level=True)
-from nprnn.layers import _kernels  # noqa: E402  (needs numba)
+from nprnn.accel import backends, numba_kernels  # noqa: E402  (needs numba)
 
 KINDS = {"rnn": (TimeRNN, init_rnn_params), "lstm": (TimeLSTM, init_lstm_params), "gru": (TimeGRU, init_gru_params)}
 
@@ -42,7 +39,7 @@ class CountingKernels:
         self.calls = Counter()
 
     def __getattr__(self, name):
-        kernel = getattr(_kernels, name)
+        kernel = getattr(numba_kernels, name)
 
         def counted(*args):
             self.calls[name] += 1
@@ -60,7 +57,7 @@ def backend(monkeypatch):
     def select(name):
         accel.use(name)
         if name == "numba":
-            monkeypatch.setitem(accel._state, "kernels", counting)
+            monkeypatch.setitem(backends._state, "kernels", counting)
         return counting
 
     yield select
@@ -233,10 +230,10 @@ def test_kernel_gradients(backend, rng, kind):
 # ---------------------------------------------------------------- float32 tanh and edge values
 
 
-@numba.njit(**{k: v for k, v in _kernels._JIT.items() if k != "cache"})
+@numba.njit(**{k: v for k, v in numba_kernels._JIT.items() if k != "cache"})
 def kernel_tanh(x, out):
     for i in range(x.size):
-        out[i] = _kernels._tanh(x[i])
+        out[i] = numba_kernels._tanh(x[i])
 
 
 def test_float32_tanh_is_within_5_ulp():
@@ -285,205 +282,3 @@ def test_kernels_saturated_lstm_gates(backend, dtype):
     backend("numba")
     hs = layer.forward(np.zeros((1, 2, 1), dtype), c0=np.ones((1, H), dtype))
     assert np.all(layer.c == 0) and np.all(hs == 0)  # forget and input gates fully closed
-
-
-# ---------------------------------------------------------------- settings
-
-
-def test_use_validates_the_backend_name():
-    previous = accel.backend()
-    with pytest.raises(ValueError, match="backend must be one of"):
-        accel.use("cuda")
-    assert accel.backend() == previous
-    try:
-        accel.use("numba")
-        assert accel.backend() == "numba" and accel.kernels() is _kernels
-        accel.use(None)
-        assert accel.backend() == "numpy" and accel.kernels() is None
-    finally:
-        accel.use(previous)
-
-
-@pytest.mark.parametrize("bad", [-1, 1.5, "2", "all", True])
-def test_set_blas_threads_validates(bad):
-    with pytest.raises(ValueError, match="'auto', 'adaptive' or an integer >= 0"):
-        accel.set_blas_threads(bad)
-
-
-@pytest.fixture
-def blas_two_threads():
-    """NumPy's BLAS on 2 threads for the test, and nprnn's thread setting restored after it."""
-    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the BLAS thread cap works through threadpoolctl")
-    previous = accel.blas_threads()
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        if set(blas_thread_counts()) != {2}:
-            pytest.skip("this BLAS cannot run 2 threads here, so a cap to 1 would not show")
-        yield
-    accel.set_blas_threads(previous)
-
-
-def blas_thread_counts():
-    """Threads of NumPy's BLAS (other BLAS libraries loaded later, e.g. SciPy's, are not nprnn's concern)."""
-    import threadpoolctl
-
-    blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-    numpys = [lib for lib in blas if "numpy" in lib["filepath"]]
-    return set(lib["num_threads"] for lib in numpys or blas)
-
-
-def test_threads_for_fixed_settings(blas_two_threads):
-    accel.set_blas_threads(1)
-    for flops in (1e3, 1e12):
-        with accel.threads_for(flops):
-            assert blas_thread_counts() == {1}
-        assert blas_thread_counts() == {2}
-    accel.set_blas_threads(0)  # no cap at all
-    with accel.threads_for(1e3):
-        assert blas_thread_counts() == {2}
-
-
-def busy_machine(monkeypatch, busy):
-    monkeypatch.setattr(accel, "machine_busy", lambda: busy)
-
-
-@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
-def test_threads_for_auto_depends_on_the_sizes_only(blas_two_threads, monkeypatch, busy):
-    """The default: the same sizes get the same threads whatever the load (issue 14), so 1- and
-    2-thread rounding never depends on what else runs on the machine."""
-    accel.set_blas_threads("auto")
-    busy_machine(monkeypatch, busy)
-    with accel.threads_for(accel.SMALL_FLOPS - 1):  # small products: one thread
-        assert blas_thread_counts() == {1}
-        with accel.threads_for(1e12):  # nested: keeps the outer cap
-            assert blas_thread_counts() == {1}
-        assert blas_thread_counts() == {1}
-    assert blas_thread_counts() == {2}
-    with accel.threads_for(accel.SMALL_FLOPS):  # large products: BLAS's threads, busy or not
-        assert blas_thread_counts() == {2}
-        with accel.threads_for(1e3):
-            assert blas_thread_counts() == {1}
-        assert blas_thread_counts() == {2}
-    with accel.threads_for(1e12, 1e13):
-        assert blas_thread_counts() == {2}
-    # a call whose largest product BLAS keeps on one thread by itself is left alone
-    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS - 1):
-        assert blas_thread_counts() == {2}
-    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS):
-        assert blas_thread_counts() == {1}
-
-
-def test_threads_for_auto_never_asks_about_the_load(monkeypatch):
-    def refuse():
-        raise AssertionError("'auto' must not look at the machine's load")
-
-    monkeypatch.setattr(accel, "machine_busy", refuse)
-    previous = accel.blas_threads()
-    try:
-        accel.set_blas_threads("auto")
-        for flops, largest in [(1e3, None), (1e12, None), (1e12, 1e13), (1e3, 1e3)]:
-            accel.threads_for(flops, largest)
-    finally:
-        accel.set_blas_threads(previous)
-
-
-def test_threads_for_adaptive_follows_the_load(blas_two_threads, monkeypatch):
-    """The opt-in, not reproducible: one thread for every product while the machine is busy."""
-    accel.set_blas_threads("adaptive")
-    busy_machine(monkeypatch, False)
-    with accel.threads_for(accel.SMALL_FLOPS - 1):
-        assert blas_thread_counts() == {1}
-    with accel.threads_for(1e12):  # large products on an idle machine: BLAS's threads
-        assert blas_thread_counts() == {2}
-    busy_machine(monkeypatch, True)
-    with accel.threads_for(1e12):  # on a busy machine every product runs on one thread
-        assert blas_thread_counts() == {1}
-    assert blas_thread_counts() == {2}
-    with accel.threads_for(1e3, accel.SINGLE_THREAD_FLOPS - 1):  # left alone, busy or not
-        assert blas_thread_counts() == {2}
-
-
-def test_blas_threads_are_restored_after_layers_and_errors(blas_two_threads):
-    accel.set_blas_threads(1)
-    for kind in KINDS:
-        layer = random_layer(kind, np.random.default_rng(0), 2, 3)
-        layer.forward(np.zeros((2, 4, 2)))
-        layer.backward(np.ones((2, 4, 3)))
-        assert blas_thread_counts() == {2}, kind
-    with pytest.raises(RuntimeError, match="inside"):
-        with accel.threads_for(1e3):
-            raise RuntimeError("inside")
-    assert blas_thread_counts() == {2}
-
-
-class FakeClock:
-    """Stands in for the time module in nprnn.accel: the test moves the clock."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-
-def test_machine_busy_averages_other_processes_runnable_tasks(monkeypatch):
-    clock, others = FakeClock(), [0]
-    monkeypatch.setattr(accel, "time", clock)
-    monkeypatch.setattr(accel, "_others_running", lambda: others[0])
-    monkeypatch.setattr(accel, "_load", {"checked": -np.inf, "busy": False, "others": 0.0})
-
-    def after(seconds, running):
-        clock.now += seconds
-        others[0] = running
-        return accel.machine_busy()
-
-    assert after(0, 1)  # another process keeps a core busy: the first sample counts in full
-    assert after(0.5, 0)  # re-evaluated at most once a second: still the last answer
-    assert after(0.6, 0)  # averaged: one idle sample after a busy one is not enough
-    assert not after(20, 0)  # idle machine
-    assert not after(1, 1)  # nor is one busy sample after a long idle spell
-    for _ in range(10):
-        busy = after(1, 1)
-    assert busy
-    others[0] = None  # no /proc
-    assert not after(1, None)
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counting runnable tasks needs Linux's /proc")
-def test_others_running_sees_a_busy_process():
-    threads_before = accel._others_running()
-    assert threads_before is not None and threads_before >= 0
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        assert min(accel._others_running() for _ in range(5)) >= 1  # the burner is always runnable
-    finally:
-        burner.kill()
-        burner.wait()
-
-
-def python(code, **env):
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("NPRNN_")}
-    done = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
-def test_environment_variables_select_backend_and_threads():
-    show = "import nprnn.accel as a; print(a.backend(), a.blas_threads())"
-    assert python(show).stdout.split() == ["numpy", "auto"]  # the defaults
-    done = python(show, NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0")
-    assert done.stdout.split() == ["numba", "0"]
-    assert python(show, NPRNN_BLAS_THREADS="Adaptive").stdout.split() == ["numpy", "adaptive"]
-    done = python(show, NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x")
-    assert done.stdout.split() == ["numpy", "auto"]
-    assert "NPRNN_ACCEL='cuda' ignored" in done.stderr and "NPRNN_BLAS_THREADS='x' ignored" in done.stderr
-
-
-def test_numba_is_not_imported_by_default():
-    code = (
-        "import sys, numpy as np, nprnn\n"
-        "from nprnn.layers.lstm import TimeLSTM, init_lstm_params\n"
-        "TimeLSTM(*init_lstm_params(2, 3)).forward(np.zeros((1, 2, 2), np.float32))\n"
-        "print('numba' in sys.modules)"
-    )
-    assert python(code).stdout.strip() == "False"
