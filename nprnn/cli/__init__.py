@@ -34,6 +34,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. piped into head: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt as e:
         print(f"nprnn: {e or 'interrupted'}", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from nprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nprnn.data.seq2seq import Seq2seqData
 from nprnn.data.vocab import Vocab
 from nprnn.models import lm as lm_module
 from nprnn.models import seq2seq as seq2seq_module
@@ -155,10 +156,10 @@ def load_lm(path, dtype=None):
 
 
 def save_seq2seq(path, model, vocab, extra_arrays=None, extra_meta=None):
-    """Write an encoder-decoder model and its character vocabulary to one ``.npz``, atomically."""
+    """Write an encoder-decoder model and its ``vocab`` (a ``Seq2seqData``: the ``CharVocab``, the
+    question/answer widths, the reversal) to one ``.npz``, atomically."""
     arrays = {f"param/{i:03d}": p for i, p in enumerate(model.params)}
-    chars = [vocab.id_to_char[i] for i in range(vocab.vocab_size)]
-    arrays["vocab"] = np.array([ord(c) for c in chars], dtype=np.int32)  # code points: NUL-safe, no pickle
+    arrays["vocab"] = vocab.vocab.to_array()  # code points: NUL-safe, no pickle
     arrays.update(extra_arrays or {})
     meta = {
         "kind": SEQ2SEQ_KIND,
@@ -192,17 +193,6 @@ def seq2seq_config(meta, where):
     }
 
 
-def seq2seq_vocab(chars, question_width, answer_width, reverse):
-    """The vocabulary object a seq2seq file stands for: ``encode_question``, ``decode``, ``start_id``..."""
-    from nprnn.data.seq2seq import Seq2seqData
-
-    empty = np.empty((0, question_width), dtype=np.int64), np.empty((0, answer_width), dtype=np.int64)
-    return Seq2seqData(
-        *empty, *empty, char_to_id={c: i for i, c in enumerate(chars)}, id_to_char=dict(enumerate(chars)),
-        reverse=bool(reverse),
-    )  # fmt: skip
-
-
 def load_seq2seq(path, dtype=None):
     """``(model, vocab, arrays, meta)`` from a file written by ``save_seq2seq``; refuses anything else."""
     where = os.fspath(path)
@@ -217,10 +207,10 @@ def load_seq2seq(path, dtype=None):
         raise CheckpointError(f"{where}: the vocabulary member must be a 1-d integer array of code points")
     if len(codes) != config["vocab_size"] or codes.min() < 0 or codes.max() > 0x10FFFF:
         raise CheckpointError(f"{where}: the stored vocabulary does not match the model's ({config['vocab_size']})")
-    chars = [chr(int(c)) for c in codes]
-    if len(set(chars)) != len(chars) or "_" not in chars:
-        raise CheckpointError(f"{where}: the stored vocabulary has repeated characters or no start symbol '_'")
-    vocab = seq2seq_vocab(chars, widths[0], widths[1], reverse)
+    try:
+        vocab = Seq2seqData.from_vocab(codes, widths[0], widths[1], reverse)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: unusable vocabulary ({e})") from None
     shapes = seq2seq_module.param_shapes(config["kind"], config["vocab_size"], config["embed"], config["hidden"])
     params = _params(arrays, shapes, where)
     model = seq2seq_module.build_model(

@@ -88,6 +88,8 @@ class LoopConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
+        if self.schedule == "constant":  # nprnn 0.1's seq2seq name for it
+            self.schedule = "none"
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -370,6 +372,9 @@ class TrainingLoop:
 
     @property
     def lr(self):
+        """The lr of the next update."""
+        if not self.progress.plan:
+            self.start_plan()
         return learning_rate(self.config, self.progress)
 
     # -- resuming with changed options

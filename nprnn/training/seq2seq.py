@@ -16,7 +16,7 @@ import numpy as np
 
 from nprnn._checks import positive_int
 from nprnn.checkpoint import rng_state, set_rng_state
-from nprnn.data.seq2seq import BOOK_DATASETS, Seq2seqData, Seq2seqDataError, load_seq2seq, resolve_seq2seq_path
+from nprnn.data.seq2seq import BOOK_DATASETS, Seq2seqDataError, load_seq2seq, resolve_seq2seq_path
 from nprnn.models.decode import count_exact, exact_match
 from nprnn.models.io import save_seq2seq
 from nprnn.training.loop import LoopConfig, TrainingLoop
@@ -67,29 +67,14 @@ def load_data_like(path, vocab, split_seed=SPLIT_SEED):
     """Load ``path`` split with ``split_seed`` and reversed like ``vocab`` (a checkpoint's), its ids
     renumbered to ``vocab``'s. Raises ``Seq2seqDataError`` if the file uses characters the checkpoint
     does not know or has other question/answer widths."""
-    data = load_seq2seq(path, seed=split_seed, reverse=vocab.reverse)
+    data = load_seq2seq(path, seed=split_seed, reverse=vocab.reverse, vocab=vocab.vocab)
     widths, want = (data.question_width, data.answer_width), (vocab.question_width, vocab.answer_width)
     if widths != want:
         raise Seq2seqDataError(
             f"{path}: questions/answers are {widths[0]}/{widths[1]} characters wide, the checkpoint's "
             f"were {want[0]}/{want[1]}"
         )
-    if data.char_to_id == vocab.char_to_id:
-        return data
-    unknown = sorted(c for c in data.char_to_id if c not in vocab.char_to_id)
-    if unknown:
-        raise Seq2seqDataError(f"{path}: characters not in the checkpoint's vocabulary: {unknown}")
-    renumber = np.array([vocab.char_to_id[data.id_to_char[i]] for i in range(data.vocab_size)], dtype=np.int64)
-    return Seq2seqData(
-        x_train=renumber[data.x_train],
-        t_train=renumber[data.t_train],
-        x_test=renumber[data.x_test],
-        t_test=renumber[data.t_test],
-        char_to_id=vocab.char_to_id,
-        id_to_char=vocab.id_to_char,
-        reverse=vocab.reverse,
-        path=data.path,
-    )
+    return data
 
 
 # ---------------------------------------------------------------- the trainer

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from nprnn.cli import build_parser, main
-from nprnn.train_seq2seq import DATA_DIR_ENV, load_data_like, load_seq2seq_model, predict
-from tests.test_seq2seq_train import toy_lines
+from nprnn.models.decode import predict
+from nprnn.models.io import load_seq2seq as load_seq2seq_model
+from nprnn.training.seq2seq import DATA_DIR_ENV, load_data_like
+from tests.training.test_seq2seq import toy_lines
 
 TINY = ["--embed", "8", "--hidden", "32", "--batch-size", "16", "--lr", "0.03", "--no-progress"]
 
@@ -69,7 +71,7 @@ def test_train_eval_translate(toy_file, tmp_path, capsys):
 def test_cosine_schedule(toy_file, tmp_path, capsys):
     args = ["seq2seq", "train", "--data", str(toy_file), "--epochs", "3", "--schedule", "cosine"]
     assert main([*args, "--out", str(tmp_path / "run"), *TINY]) == 0
-    assert "Adam lr 0.03 with cosine decay" in capsys.readouterr().out
+    assert "adam lr 0.03, schedule cosine" in capsys.readouterr().out
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert 0.03 > history[0]["lr"] > history[1]["lr"] > history[2]["lr"] > 0  # towards 0 at the last update
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage line and exit status 2
@@ -164,7 +166,7 @@ def test_import_book_seq2seq_presets(toy_file, tmp_path, capsys):
     import pickle
 
     from nprnn.data.seq2seq import load_seq2seq
-    from nprnn.train_seq2seq import build_model
+    from nprnn.models.seq2seq import build_model
 
     data = load_seq2seq(toy_file)
     params = [p.astype(np.float16) for p in build_model("peeky", data.vocab_size, 4, 6, seed=3).params]

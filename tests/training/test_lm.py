@@ -7,7 +7,10 @@ import pytest
 
 from nprnn.data.corpus import load_corpus
 from nprnn.models.lm import LanguageModel, LMConfig
-from nprnn.train import NumericError, TrainConfig, Trainer, evaluate, load_lm
+from nprnn.models.io import load_lm
+from nprnn.training.lm import LMTrainer as Trainer
+from nprnn.training.lm import TrainConfig, evaluate
+from nprnn.training.loop import NumericError, TrainingLoop
 
 TEXT = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat and a dog met on the mat"] * 40) + "\n"
 
@@ -76,17 +79,17 @@ def test_resume_mid_epoch_is_exact(corpus, tmp_path, monkeypatch):
     crashing = make(corpus, tmp_path / "crash", save_every=3)
     steps_per_epoch = crashing.iters_per_epoch
     crash_at = steps_per_epoch + 5  # inside the second epoch, 2 steps after a checkpoint at a multiple of 3
-    real_step = Trainer.train_step
+    real_step = TrainingLoop.step
 
     def step_then_crash(self, xs, ts):
         if self.progress.step == crash_at:
             raise RuntimeError("simulated crash")
         return real_step(self, xs, ts)
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_crash)
+    monkeypatch.setattr(TrainingLoop, "step", step_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    monkeypatch.setattr(TrainingLoop, "step", real_step)
 
     resumed = resume(corpus, tmp_path / "crash")
     assert resumed.progress.step == crash_at - crash_at % 3 and resumed.progress.iteration > 0
@@ -101,7 +104,7 @@ def test_sigint_saves_a_resumable_checkpoint(corpus, tmp_path, monkeypatch):
     full.run()
 
     trainer = make(corpus, tmp_path / "int")
-    real_step = Trainer.train_step
+    real_step = TrainingLoop.step
 
     def step_and_interrupt(self, xs, ts):
         loss = real_step(self, xs, ts)
@@ -109,10 +112,10 @@ def test_sigint_saves_a_resumable_checkpoint(corpus, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # handled: the trainer stops at the step boundary
         return loss
 
-    monkeypatch.setattr(Trainer, "train_step", step_and_interrupt)
+    monkeypatch.setattr(TrainingLoop, "step", step_and_interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 8"):
         trainer.run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    monkeypatch.setattr(TrainingLoop, "step", real_step)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
     resumed = resume(corpus, tmp_path / "int")
@@ -142,10 +145,3 @@ def test_bad_train_config():
         TrainConfig(optimizer="lbfgs").validate()
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         TrainConfig(batch_size=0).validate()
-
-
-def test_plateau_schedule_divides_lr(corpus, tmp_path):
-    trainer = make(corpus, tmp_path / "plateau", optimizer="sgd", lr=1.0, schedule="plateau", decay=4.0)
-    for valid in (10.0, 9.0, 9.5):
-        trainer.schedule.step(valid)
-    assert math.isclose(trainer.optimizer.lr, 0.25)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nprnn.cli import build_parser, main
-from tests.test_train import TEXT
+from tests.training.test_lm import TEXT
 
 TINY = ["--hidden", "12", "--embed", "8", "--epochs", "2", "--batch-size", "4", "--bptt", "6",
         "--eval-batch-size", "2", "--eval-bptt", "5", "--no-progress", "--sample-length", "12"]  # fmt: skip
