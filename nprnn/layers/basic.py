@@ -102,7 +102,7 @@ class TimeAffine:
         check_input("TimeAffine", xs, (None, None, self.D), self.dtype, "xs")
         N, T, _ = xs.shape
         flops = 2 * N * T * self.D * self.V
-        with accel.threads_for(flops, flops):  # one BLAS thread on a busy machine, as the time layers
+        with accel.threads_for(flops, flops):  # the time layers' BLAS-thread policy (nprnn.accel.blas)
             out = xs.reshape(N * T, self.D) @ W
         out += b
         self.xs = xs

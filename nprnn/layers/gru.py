@@ -21,47 +21,18 @@ PyTorch mapping: ``weight_ih_l0 = Wx.T``, ``weight_hh_l0 = Wh.T``,
 import numpy as np
 
 from nprnn import accel
-from nprnn._checks import check_input, check_lengths, check_params
+from nprnn._checks import check_input
+from nprnn.layers._recurrent import Cell, TimeRecurrent, init_params, sigmoid, sigmoid_inplace
 
-
-def sigmoid(x):
-    # The tanh form is the same function but never overflows (exp(-x) does for x < -709).
-    return 0.5 * np.tanh(0.5 * x) + 0.5
-
-
-def _sigmoid_inplace(a):
-    a *= 0.5
-    np.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
-
-
-def _gru_params(name, Wx, Wh, b, bhn):
-    dtype = check_params(name, {"Wx": Wx}, {"Wx": (None, None)})
-    D, H3 = Wx.shape
-    if H3 % 3:
-        raise ValueError(
-            f"{name}: Wx must have shape (D, 3H) (gates r, z, n side by side), "
-            f"got {Wx.shape} whose second axis is not a multiple of 3"
-        )
-    H = H3 // 3
-    check_params(
-        name,
-        {"Wx": Wx, "Wh": Wh, "b": b, "bhn": bhn},
-        {"Wx": (D, 3 * H), "Wh": (H, 3 * H), "b": (3 * H,), "bhn": (H,)},
-    )
-    return D, H, dtype
+GATES = ("r", "z", "n")
 
 
 def init_gru_params(D, H, seed=0, dtype=np.float32):
     """Initial ``[Wx, Wh, b, bhn]``: ``randn / sqrt(fan_in)`` weights (gates r, z, n), zero biases."""
-    rng = np.random.default_rng(seed)
-    Wx = (rng.standard_normal((D, 3 * H)) / np.sqrt(D)).astype(dtype)
-    Wh = (rng.standard_normal((H, 3 * H)) / np.sqrt(H)).astype(dtype)
-    return [Wx, Wh, np.zeros(3 * H, dtype=dtype), np.zeros(H, dtype=dtype)]
+    return [*init_params(D, H, 3, seed, dtype), np.zeros(H, dtype=dtype)]
 
 
-class GRU:
+class GRU(Cell):
     """One time step of a GRU; the readable reference for ``TimeGRU``.
 
     ``forward(x: (N, D), h_prev: (N, H)) -> h_next: (N, H)``
@@ -69,11 +40,10 @@ class GRU:
     ``dWx, dWh, db, dbhn`` into ``grads`` in place.
     """
 
+    BLOCKS = GATES
+
     def __init__(self, Wx, Wh, b, bhn):
-        self.D, self.H, self.dtype = _gru_params("GRU", Wx, Wh, b, bhn)
-        self.params = [Wx, Wh, b, bhn]
-        self.grads = [np.zeros_like(p) for p in self.params]
-        self.cache = None
+        super().__init__(Wx, Wh, b, bhn=bhn)
 
     def forward(self, x, h_prev):
         Wx, Wh, b, bhn = self.params
@@ -109,7 +79,7 @@ class GRU:
         return da_x @ Wx.T, da_h @ Wh.T + dh_next * z
 
 
-class TimeGRU:
+class TimeGRU(TimeRecurrent):
     """A GRU over whole sequences, with truncated BPTT.
 
     ``forward(xs: (N, T, D), h0: (N, H) | None, *, lengths: (N,) | None) -> hs: (N, T, H)``
@@ -124,88 +94,44 @@ class TimeGRU:
     ``lengths`` makes a padded batch behave as if each sequence ran alone: past its
     length a row's state stops updating, its outputs are zero and get no gradient.
 
-    Fast path, as cuDNN does it: the input projection of all T steps is one matrix
-    multiply; the time loop only does ``h @ Wh`` and the fused gate nonlinearities into
-    preallocated buffers; the weight gradients are single multiplies over all steps after
-    the backward loop. Internally time-major, so each step's slice is contiguous.
+    The fast path (one input projection for all steps, only ``h @ Wh`` and the elementwise work
+    in the time loop): ``TimeRecurrent``.
     """
 
+    BLOCKS = GATES
+
     def __init__(self, Wx, Wh, b, bhn, stateful=False):
-        self.D, self.H, self.dtype = _gru_params("TimeGRU", Wx, Wh, b, bhn)
-        self.params = [Wx, Wh, b, bhn]
-        self.grads = [np.zeros_like(p) for p in self.params]
-        self.stateful = stateful
-        self.h = None
-        self.dh = None
-        self._cache = None
-
-    def set_state(self, h):
-        check_input("TimeGRU", h, (None, self.H), self.dtype, "state h")
-        self.h = h
-
-    def reset_state(self):
-        self.h = None
-
-    def _initial_state(self, N, h0):
-        if h0 is not None:
-            return check_input("TimeGRU", h0, (N, self.H), self.dtype, "h0")
-        if self.stateful and self.h is not None:
-            if self.h.shape[0] != N:
-                raise ValueError(
-                    f"TimeGRU: stateful layer carries a state for batch size {self.h.shape[0]}, "
-                    f"got a batch of {N}; call reset_state() when the batch size changes"
-                )
-            return self.h
-        return np.zeros((N, self.H), dtype=self.dtype)
+        super().__init__(Wx, Wh, b, stateful=stateful, bhn=bhn)
 
     def forward(self, xs, h0=None, *, lengths=None):
         Wx, Wh, b, bhn = self.params
-        check_input("TimeGRU", xs, (None, None, self.D), self.dtype, "xs")
-        N, T, D = xs.shape
-        lengths = check_lengths("TimeGRU", lengths, N, T)
+        N, T, xs2, dead, steps = self._begin_forward(xs, lengths)
         H = self.H
-
-        # hs_all[0] is the initial state, hs_all[t + 1] the state after step t.
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
-        hs_all[0] = self._initial_state(N, h0)
-        xs2 = xs.transpose(1, 0, 2).reshape(T * N, D)
+        hs_all[0] = self._initial_state(N, h0, self.h, "h0")
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
-        dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
-        steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for_time_layer(N, T, self.D, H, 3):
+        with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
             gates = xs2 @ Wx
             gates += b
             gates = gates.reshape(T, N, 3 * H)
             self._forward_loop(gates, hs_all, hns, steps, dead)
-
-        self.h = hs_all[T].copy()
-        self._cache = (xs2, hs_all, gates, hns, steps, dead)
-        hs = hs_all[1:].transpose(1, 0, 2)
-        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
+        return self._end_forward(hs_all, dead, (xs2, hs_all, gates, hns, steps, dead))
 
     def backward(self, dhs, dh_final=None):
-        if self._cache is None:
-            raise RuntimeError("TimeGRU: backward called before forward")
-        Wx, Wh, b, bhn = self.params
+        (dh_final,) = self._begin_backward(dhs, dh_final=dh_final)
         xs2, hs_all, gates, hns, steps, dead = self._cache
-        T, N, H = gates.shape[0], gates.shape[1], self.H
-        check_input("TimeGRU", dhs, (N, T, H), self.dtype, "dhs")
-        dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
-        check_input("TimeGRU", dh_final, (N, H), self.dtype, "dh_final")
-
-        with accel.threads_for_time_layer(N, T, self.D, H, 3):
+        N, T = self._batch
+        H = self.H
+        with self._blas_threads(N, T):
             if accel.kernels() is not None:
                 dA, dA_n, dh = self._backward_loop_kernels(dhs, dh_final, steps)
             else:
                 dA, dA_n, dh = self._backward_loop(dhs, dh_final, dead)
-            dA2 = dA.reshape(T * N, 3 * H)
-            self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
-            self.grads[3][...] = dA2[:, 2 * H :].sum(axis=0)
+            self._recurrent_gradient(hs_all, dA)
+            self.grads[3][...] = dA.reshape(T * N, 3 * H)[:, 2 * H :].sum(axis=0)  # dbhn
             dA[..., 2 * H :] = dA_n  # now the gradient of the input projection
-            self.grads[0][...] = xs2.T @ dA2
-            self.grads[2][...] = dA2.sum(axis=0)
-            dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+            dxs = self._input_gradients(xs2, dA)
         self.dh = dh
         return dxs
 
@@ -225,7 +151,7 @@ class TimeGRU:
                 continue
             rz = a[:, : 2 * H]
             rz += rec[:, : 2 * H]
-            _sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
+            sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
             r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
             np.add(rec[:, 2 * H :], bhn, out=hns[t])
             np.multiply(r, hns[t], out=scratch)

@@ -19,36 +19,18 @@ transpose: ``weight_ih_l0 = Wx[:, cols].T``, ``weight_hh_l0 = Wh[:, cols].T`` an
 import numpy as np
 
 from nprnn import accel
-from nprnn._checks import check_input, check_lengths, check_params
+from nprnn._checks import check_input
+from nprnn.layers._recurrent import Cell, TimeRecurrent, init_params, sigmoid
 
-
-def sigmoid(x):
-    # The tanh form is the same function but never overflows (exp(-x) does for x < -709).
-    return 0.5 * np.tanh(0.5 * x) + 0.5
-
-
-def _lstm_params(name, Wx, Wh, b):
-    dtype = check_params(name, {"Wx": Wx}, {"Wx": (None, None)})
-    D, H4 = Wx.shape
-    if H4 % 4:
-        raise ValueError(
-            f"{name}: Wx must have shape (D, 4H) (gates f, g, i, o side by side), "
-            f"got {Wx.shape} whose second axis is not a multiple of 4"
-        )
-    H = H4 // 4
-    check_params(name, {"Wx": Wx, "Wh": Wh, "b": b}, {"Wx": (D, 4 * H), "Wh": (H, 4 * H), "b": (4 * H,)})
-    return D, H, dtype
+GATES = ("f", "g", "i", "o")
 
 
 def init_lstm_params(D, H, seed=0, dtype=np.float32):
     """Initial ``[Wx, Wh, b]`` as in the textbook: ``randn / sqrt(fan_in)``, zero bias (gates f, g, i, o)."""
-    rng = np.random.default_rng(seed)
-    Wx = (rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype(dtype)
-    Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(dtype)
-    return [Wx, Wh, np.zeros(4 * H, dtype=dtype)]
+    return init_params(D, H, 4, seed, dtype)
 
 
-class LSTM:
+class LSTM(Cell):
     """One time step of an LSTM; the readable reference for ``TimeLSTM``.
 
     ``forward(x: (N, D), h_prev: (N, H), c_prev: (N, H)) -> (h_next: (N, H), c_next: (N, H))``
@@ -56,11 +38,10 @@ class LSTM:
     writing ``dWx, dWh, db`` into ``grads`` in place.
     """
 
+    BLOCKS = GATES
+
     def __init__(self, Wx, Wh, b):
-        self.D, self.H, self.dtype = _lstm_params("LSTM", Wx, Wh, b)
-        self.params = [Wx, Wh, b]
-        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
-        self.cache = None
+        super().__init__(Wx, Wh, b)
 
     def forward(self, x, h_prev, c_prev):
         Wx, Wh, b = self.params
@@ -99,7 +80,7 @@ class LSTM:
         return da @ Wx.T, da @ Wh.T, dc * f
 
 
-class TimeLSTM:
+class TimeLSTM(TimeRecurrent):
     """An LSTM over whole sequences, with truncated BPTT.
 
     ``forward(xs: (N, T, D), h0: (N, H) | None, c0: (N, H) | None, *, lengths: (N,) | None,
@@ -122,21 +103,17 @@ class TimeLSTM:
     encoder state, ``h_enc @ Wx_peek``), computed once instead of T times; its gradient, summed
     over the steps, is left in ``.dstep_bias``.
 
-    Fast path, as cuDNN does it: the input projection of all T steps is one matrix
-    multiply; the time loop only does ``h @ Wh`` and the fused gate nonlinearities into
-    preallocated buffers; the weight gradients are single multiplies over all steps after
-    the backward loop. Internally time-major, so each step's slice is contiguous.
+    The fast path (one input projection for all steps, only ``h @ Wh`` and the elementwise work
+    in the time loop): ``TimeRecurrent``.
     """
 
+    BLOCKS = GATES
+
     def __init__(self, Wx, Wh, b, stateful=False):
-        self.D, self.H, self.dtype = _lstm_params("TimeLSTM", Wx, Wh, b)
-        self.params = [Wx, Wh, b]
-        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
-        self.stateful = stateful
-        self.h = self.c = None
-        self.dh = self.dc = None
+        super().__init__(Wx, Wh, b, stateful=stateful)
+        self.c = None
+        self.dc = None
         self.dstep_bias = None
-        self._cache = None
         # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5. Halving the f, i, o columns of the pre-activation
         # (exact: a power of two) lets a single tanh cover all four gates, which are not contiguous
         # in the f, g, i, o layout; `* half + half` then turns the f, i, o blocks into sigmoids.
@@ -155,37 +132,20 @@ class TimeLSTM:
     def reset_state(self):
         self.h = self.c = None
 
-    def _initial_state(self, N, given, carried, what):
-        if given is not None:
-            return check_input("TimeLSTM", given, (N, self.H), self.dtype, what)
-        if self.stateful and carried is not None:
-            if carried.shape[0] != N:
-                raise ValueError(
-                    f"TimeLSTM: stateful layer carries a state for batch size {carried.shape[0]}, "
-                    f"got a batch of {N}; call reset_state() when the batch size changes"
-                )
-            return carried
-        return np.zeros((N, self.H), dtype=self.dtype)
-
     def forward(self, xs, h0=None, c0=None, *, lengths=None, step_bias=None):
         Wx, Wh, b = self.params
-        check_input("TimeLSTM", xs, (None, None, self.D), self.dtype, "xs")
-        N, T, D = xs.shape
-        lengths = check_lengths("TimeLSTM", lengths, N, T)
+        N, T, xs2, dead, steps = self._begin_forward(xs, lengths)
         if step_bias is not None:
             check_input("TimeLSTM", step_bias, (N, 4 * self.H), self.dtype, "step_bias")
         H, half = self.H, self._half
 
-        # hs_all[0] / cs_all[0] are the initial states, [t + 1] the states after step t.
+        # cs_all[0] is the initial cell state, cs_all[t + 1] the cell state after step t.
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         cs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0, self.h, "h0")
         cs_all[0] = self._initial_state(N, c0, self.c, "c0")
-        xs2 = xs.transpose(1, 0, 2).reshape(T * N, D)
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
-        dead = None if lengths is None else np.arange(T)[:, None] >= lengths[None, :]  # (T, N)
-        steps = np.full(N, T, dtype=np.intp) if lengths is None else lengths
-        with accel.threads_for_time_layer(N, T, self.D, H, 4):
+        with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
             gates = xs2 @ (Wx * half)
             gates += b * half
@@ -194,33 +154,21 @@ class TimeLSTM:
                 gates += step_bias * half
             self._forward_loop(gates, hs_all, cs_all, tanh_cs, steps, dead)
 
-        self.h, self.c = hs_all[T].copy(), cs_all[T].copy()
-        self._cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, step_bias is not None)
-        hs = hs_all[1:].transpose(1, 0, 2)
-        return np.ascontiguousarray(hs) if dead is None else hs * ~dead.T[:, :, None]
+        self.c = cs_all[T].copy()
+        cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, step_bias is not None)
+        return self._end_forward(hs_all, dead, cache)
 
     def backward(self, dhs, dh_final=None, dc_final=None):
-        if self._cache is None:
-            raise RuntimeError("TimeLSTM: backward called before forward")
-        Wx, Wh, b = self.params
+        dh_final, dc_final = self._begin_backward(dhs, dh_final=dh_final, dc_final=dc_final)
         xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, has_step_bias = self._cache
-        T, N, H = gates.shape[0], gates.shape[1], self.H
-        check_input("TimeLSTM", dhs, (N, T, H), self.dtype, "dhs")
-        dh_final = np.zeros((N, H), self.dtype) if dh_final is None else dh_final
-        dc_final = np.zeros((N, H), self.dtype) if dc_final is None else dc_final
-        check_input("TimeLSTM", dh_final, (N, H), self.dtype, "dh_final")
-        check_input("TimeLSTM", dc_final, (N, H), self.dtype, "dc_final")
-
-        with accel.threads_for_time_layer(N, T, self.D, H, 4):
+        N, T = self._batch
+        with self._blas_threads(N, T):
             if accel.kernels() is not None:
                 dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
             else:
                 dA, dh, dc = self._backward_loop(dhs, dh_final, dc_final, dead)
-            dA2 = dA.reshape(T * N, 4 * H)
-            self.grads[0][...] = xs2.T @ dA2
-            self.grads[1][...] = hs_all[:-1].reshape(T * N, H).T @ dA2
-            self.grads[2][...] = dA2.sum(axis=0)
-            dxs = (dA2 @ Wx.T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+            self._recurrent_gradient(hs_all, dA)
+            dxs = self._input_gradients(xs2, dA)
         self.dh, self.dc = dh, dc
         self.dstep_bias = dA.sum(axis=0) if has_step_bias else None
         return dxs
