@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 import nprnn.data.corpus
-import nprnn.train
+import nprnn.training.lm
 from nprnn.cli import main
 from nprnn.data.corpus import load_corpus
 from nprnn.models.lm import LanguageModel, LMConfig
-from nprnn.train import TrainConfig, Trainer
+from nprnn.training.lm import LMTrainer, TrainConfig
 from tests.reliability import make_text, nprnn_command
 
 
@@ -35,20 +35,20 @@ def words(tmp_path_factory):
 # ---------------------------------------------------------------- training
 
 
-class LeakyTrainer(Trainer):
+class LeakyTrainer(LMTrainer):
     """A trainer with the classic bug: it keeps something of every step (here a gradient copy)."""
 
     kept = []
 
-    def train_step(self, xs, ts):
-        loss = super().train_step(xs, ts)
+    def step(self, x, t):
+        loss = super().step(x, t)
         self.kept.append(self.model.grads[1].copy())
         return loss
 
 
-def traced_after_each_epoch(words, tmp_path, monkeypatch, trainer_cls=Trainer, epochs=6):
+def traced_after_each_epoch(words, tmp_path, monkeypatch, trainer_cls=LMTrainer, epochs=6):
     """Bytes held (tracemalloc, after gc.collect) at the end of each epoch of a small training run."""
-    monkeypatch.setattr(Trainer, "_plot", lambda self: None)
+    monkeypatch.setattr(LMTrainer, "_plot", lambda self: None)
     corpus = load_corpus(words, level="word")
     config = TrainConfig(
         epochs=epochs, batch_size=4, bptt=6, optimizer="adam", lr=0.01, eval_batch_size=2, eval_bptt=5,
@@ -137,7 +137,7 @@ def write_ids(path, n, V, seed=0):
 def test_eval_ids_equals_eval_of_the_text(checkpoint, tmp_path, capsys):
     """`eval --ids` of a text encoded with encode_file gives the perplexity `eval --data` gives the text."""
     from nprnn.data.corpus import encode_file
-    from nprnn.train import load_lm
+    from nprnn.models.io import load_lm
 
     _, vocab, _, _ = load_lm(checkpoint)
     corpus_dir = tmp_path / "corpus"
@@ -160,12 +160,12 @@ def traced_eval(checkpoint, path, monkeypatch):
     """(peak bytes allocated while `nprnn eval --ids` runs (tracemalloc), the ids its batcher got)."""
     seen = []
 
-    class SpyBatches(nprnn.train.EvalBatches):
+    class SpyBatches(nprnn.training.lm.EvalBatches):
         def __init__(self, ids, *args, **kwargs):
             seen.append(ids)
             super().__init__(ids, *args, **kwargs)
 
-    monkeypatch.setattr(nprnn.train, "EvalBatches", SpyBatches)
+    monkeypatch.setattr(nprnn.training.lm, "EvalBatches", SpyBatches)
     gc.collect()
     tracemalloc.start()
     try:

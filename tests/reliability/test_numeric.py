@@ -5,17 +5,19 @@ logits (1e4 .. 1e30, float32 and float64) pass through the loss, sampling, atten
 recurrent cells with finite results and without a single NumPy warning.
 
 Faults are injected by wrapping the model at a chosen training step (the code that must catch them,
-``Trainer.train_step``, is left alone); evaluation is never hit because it runs with ``model.train``
-off.
+``TrainingLoop.step`` in nprnn/training/loop.py, is left alone); evaluation is never hit because it
+runs with ``model.train`` off.
 """
 
+import json
 import re
 import warnings
 
 import numpy as np
 import pytest
 
-import nprnn.train
+import nprnn.models.io
+import nprnn.training.lm
 from nprnn.checkpoint import load_checkpoint
 from nprnn.cli import build_parser, main
 from nprnn.layers.attention import TimeAttention, softmax
@@ -24,7 +26,8 @@ from nprnn.layers.gru import TimeGRU, init_gru_params
 from nprnn.layers.lstm import TimeLSTM, init_lstm_params
 from nprnn.layers.rnn import TimeRNN, init_rnn_params
 from nprnn.models.lm import LanguageModel, LMConfig, generate, sample_next
-from nprnn.train import PRESETS, TrainConfig, split_preset
+from nprnn.training.lm import TrainConfig
+from nprnn.training.presets import PRESETS, split_preset
 from tests.reliability import make_text, snapshot
 
 TINY = ["--level", "word", "--hidden", "12", "--embed", "8", "--epochs", "2", "--batch-size", "4", "--bptt", "6",
@@ -100,14 +103,14 @@ def inject(monkeypatch, fault):
 def spy_on_saves(monkeypatch, out):
     """Snapshot of ``out`` right after every write of checkpoint.npz."""
     snapshots = []
-    real = nprnn.train.save_checkpoint
+    real = nprnn.models.io.save_checkpoint
 
     def save_checkpoint(path, arrays, meta, **kwargs):
         real(path, arrays, meta, **kwargs)
         if str(path).endswith("checkpoint.npz"):
             snapshots.append(snapshot(out))
 
-    monkeypatch.setattr(nprnn.train, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(nprnn.models.io, "save_checkpoint", save_checkpoint)
     return snapshots
 
 
@@ -121,6 +124,14 @@ def assert_no_nan_on_disk(out):
         arrays, _ = load_checkpoint(path)
         for name, a in arrays.items():
             assert a.dtype.kind not in "fc" or np.isfinite(a).all(), f"{path.name}: {name}"
+
+    def refuse(constant):
+        raise AssertionError(f"metrics.jsonl holds {constant}: not strict JSON")
+
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # the first epoch's record
+    for line in lines:
+        json.loads(line, parse_constant=refuse)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +166,11 @@ def test_numeric_fault_stops_training_and_keeps_the_last_checkpoint(
     assert re.fullmatch(r"nprnn: error: [^\n]*\n", err) and message in err, err
     assert "the last checkpoint is untouched" in err
 
-    assert snapshot(out) == saved[-1]  # nothing written since the last good checkpoint, byte for byte
+    # nothing written since the last good checkpoint, byte for byte; the run lock (held while the
+    # checkpoint was written) is released on the way out
+    assert not (out / ".lock").exists()
+    assert snapshot(out) == {k: v for k, v in saved[-1].items() if k != ".lock"}
+    assert ".lock" in saved[-1]
     assert load_checkpoint(out / "checkpoint.npz")[1]["progress"]["step"] == LAST_SAVE
     assert_no_nan_on_disk(out)
 
@@ -185,9 +200,10 @@ def test_a_huge_finite_loss_is_an_infinite_perplexity_not_a_crash(rng):
     model.affine.params[0][...] = rng.choice([-1e300, 1e300], model.affine.params[0].shape)
     ids = rng.integers(0, 9, 200)
     with strict():
-        ppl = nprnn.train.evaluate(model, ids, batch_size=2, bptt=5)
+        ppl = nprnn.training.lm.evaluate(model, ids, batch_size=2, bptt=5)
     assert ppl == np.inf
-    assert nprnn.train.perplexity(1e30) == np.inf and nprnn.train.perplexity(2.0) == pytest.approx(np.exp(2.0))
+    assert nprnn.training.lm.perplexity(1e30) == np.inf
+    assert nprnn.training.lm.perplexity(2.0) == pytest.approx(np.exp(2.0))
 
 
 def test_a_nan_checkpoint_is_never_written(words, tmp_path, capsys):
@@ -195,10 +211,10 @@ def test_a_nan_checkpoint_is_never_written(words, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(words), "--out", str(out), *TINY]) == 0
     before = (out / "best.npz").read_bytes()
-    model, vocab, _, _ = nprnn.train.load_lm(out / "best.npz")
+    model, vocab, _, _ = nprnn.models.io.load_lm(out / "best.npz")
     model.params[2][0] = np.nan
     with pytest.raises(ValueError, match="'param/002' contains NaN or Inf; refusing to write it"):
-        nprnn.train.save_lm(out / "best.npz", model, vocab)
+        nprnn.models.io.save_lm(out / "best.npz", model, vocab)
     assert (out / "best.npz").read_bytes() == before
     assert not list(out.glob(".best.npz.*"))
 
