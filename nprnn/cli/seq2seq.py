@@ -90,15 +90,14 @@ def cmd_train(args):
 def _resume(args, checkpoint, out_dir, trainer_args):
     from nprnn.models.io import load_seq2seq
     from nprnn.training import seq2seq
-    from nprnn.training.loop import SAFE_ON_RESUME, config_from_dict, refuse_changes
+    from nprnn.training.loop import SAFE_ON_RESUME, check_resumable, config_from_dict, refuse_changes
 
     if args.force:
         raise ValueError("--resume continues the run in --out and --force starts it over; pass one of them")
     if not checkpoint.exists():
         raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
     model, vocab, arrays, meta = load_seq2seq(checkpoint)
-    if meta.get("train") is None or meta.get("progress") is None:
-        raise ValueError(f"{checkpoint}: holds a model but no training state; cannot resume from it")
+    check_resumable(meta, checkpoint)  # before reading any data
     config = config_from_dict(seq2seq.Seq2seqConfig, meta["train"], checkpoint)
     m = model.config
     given_data = None if args.data is None else str(Path(seq2seq.find_data(args.data, args.data_dir)).resolve())

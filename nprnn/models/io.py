@@ -10,11 +10,12 @@ allocate more than the file honestly holds.
 """
 
 import math
-import os
 
 import numpy as np
 
-from nprnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+import re
+
+from nprnn.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
 from nprnn.data.seq2seq import Seq2seqData
 from nprnn.data.vocab import Vocab
 from nprnn.models import lm as lm_module
@@ -70,18 +71,34 @@ def check_value(where, what, value, kind, low=None, high=None, choices=None):
     return value
 
 
-def _params(arrays, shapes, where):
-    """The ``param/NNN`` members in order, checked against the expected ``shapes``."""
-    names = sorted(k for k in arrays if k.startswith("param/"))
-    if names != [f"param/{i:03d}" for i in range(len(shapes))]:
-        raise CheckpointError(f"{where}: expected {len(shapes)} parameter arrays for its config, found {len(names)}")
-    params = [arrays[name] for name in names]
-    for name, p, shape in zip(names, params, shapes):
-        if p.shape != tuple(shape):
-            raise CheckpointError(f"{where}: {name} must have shape {tuple(shape)} for its config, got {p.shape}")
-        if p.dtype not in (np.float32, np.float64):
-            raise CheckpointError(f"{where}: {name} must be float32 or float64, got {p.dtype}")
-    return params
+_OPT = re.compile(r"opt/[a-z_]+\.(\d+)")
+
+
+def _read_arrays(reader, shapes, state_arrays):
+    """Every member of ``reader``, each checked from its header before it is read: ``param/NNN`` against
+    the config's ``shapes``, the optimizer's ``opt/<slot>.<i>`` against parameter ``i``, ``vocab``, and
+    the names in ``state_arrays`` (the carried state); any other member is refused unread."""
+    where = reader.path
+    names = [f"param/{i:03d}" for i in range(len(shapes))]
+    found = sorted(n for n in reader.names if n.startswith("param/"))
+    if found != names:
+        raise CheckpointError(f"{where}: expected {len(shapes)} parameter arrays for its config, found {len(found)}")
+    arrays = {}
+    for name in reader.names:
+        if name.startswith("param/"):
+            arrays[name] = reader.read(name, tuple(shapes[int(name[len("param/") :])]))
+        elif (m := _OPT.fullmatch(name)) and int(m.group(1)) < len(shapes):
+            arrays[name] = reader.read(name, tuple(shapes[int(m.group(1))]))
+        elif name == "vocab":
+            arrays[name] = reader.read(name, (None,), "iuU", finite=False)
+        elif name in state_arrays:
+            arrays[name] = reader.read(name, state_arrays[name])
+        else:
+            raise CheckpointError(f"{where}: unexpected member {name!r} for a {reader.meta.get('kind')} file")
+    dtypes = {arrays[n].dtype for n in names}
+    if len(dtypes) != 1:
+        raise CheckpointError(f"{where}: the parameters mix dtypes {sorted(map(str, dtypes))}")
+    return arrays, [arrays[n] for n in names]
 
 
 def _kind(meta, where):
@@ -131,22 +148,28 @@ def lm_config(meta, where):
 
 
 def load_lm(path, dtype=None):
-    """``(model, vocab, arrays, meta)`` from a file written by ``save_lm``; refuses anything else."""
-    where = os.fspath(path)
-    arrays, meta = load_checkpoint(path)
+    """``(model, vocab, arrays, meta)`` from a file written by ``save_lm``; refuses anything else.
+    Config and shapes are checked before any array is read."""
+    with open_checkpoint(path) as reader:
+        return _load_lm(reader, dtype)
+
+
+def _load_lm(reader, dtype):
+    where, meta = reader.path, reader.meta
     if _kind(meta, where) != LM_KIND:
         raise CheckpointError(f"{where}: not a language-model file (kind {meta.get('kind')!r})")
     config = lm_config(meta, where)
     level = check_value(where, "level", meta.get("level"), "str", choices=("word", "char"))
-    if "vocab" not in arrays:
+    if "vocab" not in reader.names:
         raise CheckpointError(f"{where}: no vocabulary member")
+    state = (config.layers, None, config.hidden)  # the carried recurrent state: (L, N, H)
+    arrays, params = _read_arrays(reader, lm_module.param_shapes(config), {"state/h": state, "state/c": state})
     try:
         vocab = Vocab.from_array(arrays["vocab"], level)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: unusable vocabulary ({e})") from None
     if config.vocab_size != len(vocab):
         raise CheckpointError(f"{where}: model vocabulary size {config.vocab_size} != stored vocabulary {len(vocab)}")
-    params = _params(arrays, lm_module.param_shapes(config), where)
     model = lm_module.LanguageModel(config, dtype=dtype or params[0].dtype)
     set_params(model, params, where)
     return model, vocab, arrays, meta
@@ -194,25 +217,32 @@ def seq2seq_config(meta, where):
 
 
 def load_seq2seq(path, dtype=None):
-    """``(model, vocab, arrays, meta)`` from a file written by ``save_seq2seq``; refuses anything else."""
-    where = os.fspath(path)
-    arrays, meta = load_checkpoint(path)
+    """``(model, vocab, arrays, meta)`` from a file written by ``save_seq2seq``; refuses anything else.
+    Config and shapes are checked before any array is read."""
+    with open_checkpoint(path) as reader:
+        return _load_seq2seq(reader, dtype)
+
+
+def _load_seq2seq(reader, dtype):
+    where, meta = reader.path, reader.meta
     if _kind(meta, where) != SEQ2SEQ_KIND:
         raise CheckpointError(f"{where}: not a seq2seq model file (kind {meta.get('kind')!r})")
     config = seq2seq_config(meta, where)
     widths = [check_value(where, k, meta.get(k), "int", 1, 1 << 16) for k in ("question_width", "answer_width")]
     reverse = check_value(where, "reverse", meta.get("reverse"), "bool")
-    codes = arrays.get("vocab")
-    if codes is None or codes.ndim != 1 or codes.dtype.kind not in "iu":
-        raise CheckpointError(f"{where}: the vocabulary member must be a 1-d integer array of code points")
-    if len(codes) != config["vocab_size"] or codes.min() < 0 or codes.max() > 0x10FFFF:
-        raise CheckpointError(f"{where}: the stored vocabulary does not match the model's ({config['vocab_size']})")
+    shapes = seq2seq_module.param_shapes(config["kind"], config["vocab_size"], config["embed"], config["hidden"])
+    if "vocab" not in reader.names:
+        raise CheckpointError(f"{where}: no vocabulary member")
+    arrays, params = _read_arrays(reader, shapes, {})
+    codes = arrays["vocab"]
+    if codes.dtype.kind not in "iu" or len(codes) != config["vocab_size"]:
+        raise CheckpointError(
+            f"{where}: the vocabulary must be {config['vocab_size']} integer code points, got {len(codes)} {codes.dtype}"
+        )
     try:
         vocab = Seq2seqData.from_vocab(codes, widths[0], widths[1], reverse)
     except ValueError as e:
         raise CheckpointError(f"{where}: unusable vocabulary ({e})") from None
-    shapes = seq2seq_module.param_shapes(config["kind"], config["vocab_size"], config["embed"], config["hidden"])
-    params = _params(arrays, shapes, where)
     model = seq2seq_module.build_model(
         config["kind"], config["vocab_size"], config["embed"], config["hidden"], dtype=dtype or params[0].dtype
     )
@@ -225,8 +255,7 @@ def load_seq2seq(path, dtype=None):
 
 def load_model(path, dtype=None):
     """``(kind, model, vocab, arrays, meta)`` for a file of either kind: ``kind`` is ``"lm"`` or ``"seq2seq"``."""
-    where = os.fspath(path)
-    _, meta = load_checkpoint(path)
-    if _kind(meta, where) == LM_KIND:
-        return ("lm", *load_lm(path, dtype))
-    return ("seq2seq", *load_seq2seq(path, dtype))
+    with open_checkpoint(path) as reader:
+        if _kind(reader.meta, reader.path) == LM_KIND:
+            return ("lm", *_load_lm(reader, dtype))
+        return ("seq2seq", *_load_seq2seq(reader, dtype))

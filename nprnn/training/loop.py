@@ -176,6 +176,18 @@ def progress_from_dict(values, where):
     return Progress(**values)
 
 
+def check_resumable(meta, where):
+    """A ``CheckpointError`` unless ``meta`` holds a training state this nprnn can continue."""
+    if meta.get("train") is None or meta.get("progress") is None:
+        raise CheckpointError(f"{where}: holds a model but no training state; cannot resume from it")
+    if meta.get("loop") != LOOP_VERSION:
+        raise CheckpointError(
+            f"{where}: its training state was written by an earlier nprnn (layout {meta.get('loop', 1)}, this one "
+            f"reads {LOOP_VERSION}); the model loads for eval, generate and export, but the run cannot be resumed: "
+            "start a new one with --force"
+        )
+
+
 def learning_rate(config, progress):
     """The lr of the next update at ``progress`` under ``config.schedule`` and ``progress.plan``."""
     c, p, plan = config, progress, progress.plan
@@ -420,14 +432,7 @@ class TrainingLoop:
 
     def restore(self, arrays, meta, where):
         """Load the training state of a checkpoint (the model's parameters are already loaded)."""
-        if meta.get("train") is None or meta.get("progress") is None:
-            raise CheckpointError(f"{where}: holds a model but no training state; cannot resume from it")
-        if meta.get("loop") != LOOP_VERSION:
-            raise CheckpointError(
-                f"{where}: its training state was written by an earlier nprnn (layout {meta.get('loop', 1)}, this "
-                f"one reads {LOOP_VERSION}); the model loads for eval, generate and export, but the run cannot be "
-                "resumed: start a new one with --force"
-            )
+        check_resumable(meta, where)
         self.progress = progress_from_dict(meta["progress"], where)
         try:
             optimizer_from_checkpoint(self.optimizer, arrays, meta.get("optimizer"))
