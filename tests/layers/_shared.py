@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+import pytest
 
 from nprnn.gradcheck import numerical_gradient, relative_error
 
@@ -301,8 +301,17 @@ def check_matches_step_by_step_reference(kind, rng, N, T, D, H, stateful, length
 # ---------------------------------------------------------------- PyTorch
 
 
+def import_torch():
+    """PyTorch on one thread, for a parity test; skips the test where torch is not installed, so the
+    NumPy-only tests never need it."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
 def torch_layer(module, weight_ih, weight_hh, bias_ih, bias_hh, **options):
     """A one-layer batch-first float64 torch.nn.RNN/LSTM/GRU with the given weights, in torch's layout."""
+    torch = import_torch()
     layer = module(weight_ih.shape[1], weight_hh.shape[1], batch_first=True, dtype=torch.float64, **options)
     with torch.no_grad():
         for name, value in dict(weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh).items():
@@ -314,6 +323,7 @@ def run_torch(layer, xs, states0, R, R_finals, lengths=None):
     """Runs a torch layer from the initial states (packed when there are lengths), backpropagates the loss
     sum(hs * R) + sum(final_state * R_final) and returns NumPy arrays:
     hs, final states, dxs, initial-state gradients (the states in our order: h, then c)."""
+    torch = import_torch()
     T = xs.shape[1]
     xs_t = torch.tensor(xs, requires_grad=True)
     states_t = [torch.tensor(s[None], requires_grad=True) for s in states0]

@@ -1,13 +1,11 @@
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nprnn.gradcheck import numerical_gradient, relative_error
 from nprnn.layers.attention import Attention, AttentionWeight, TimeAttention, WeightSum
-
-torch.set_num_threads(1)
+from tests.layers._shared import import_torch
 
 
 def check_gradients(loss, analytic, inputs, tol=1e-7):
@@ -113,6 +111,7 @@ def test_time_attention_equals_one_attention_per_step(N, Te, Td, H, seed):
 
 
 def test_time_attention_matches_torch(rng):
+    torch = import_torch()
     hs_enc, hs_dec, R = rng.standard_normal((3, 6, 5)), rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
     layer = TimeAttention()
     cs = layer.forward(hs_enc, hs_dec)

@@ -9,14 +9,11 @@ checked against torch.nn.GRU instead.
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nprnn.layers.gru import GRU, TimeGRU, init_gru_params
 from tests.layers import _shared as shared
-
-torch.set_num_threads(1)
 
 
 def make_params(rng, D, H, dtype=np.float64):
@@ -155,7 +152,7 @@ def torch_gru_from(Wx, Wh, b, bhn, rng):
     H = Wh.shape[0]
     b_ih_rz = rng.standard_normal(2 * H)
     b_ih, b_hh = np.concatenate([b_ih_rz, b[2 * H :]]), np.concatenate([b[: 2 * H] - b_ih_rz, bhn])
-    return shared.torch_layer(torch.nn.GRU, Wx.T, Wh.T, b_ih, b_hh)
+    return shared.torch_layer(shared.import_torch().nn.GRU, Wx.T, Wh.T, b_ih, b_hh)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +180,7 @@ def test_parity_with_torch(rng, N, T, D, H, lengths):
 
 
 # ---------------------------------------------------------------- bad input
-# (what all three recurrent layers refuse alike is in test_recurrent_bad_input.py)
+# (what all three recurrent layers refuse alike is in test_recurrent.py)
 
 
 @pytest.fixture

@@ -1,13 +1,10 @@
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nprnn.layers.lstm import LSTM, TimeLSTM, init_lstm_params
 from tests.layers import _shared as shared
-
-torch.set_num_threads(1)
 
 
 def make_params(rng, D, H, dtype=np.float64):
@@ -173,7 +170,7 @@ def torch_columns(H):
 def torch_lstm_from(Wx, Wh, b, rng):
     cols = torch_columns(Wh.shape[0])
     b_ih = rng.standard_normal(b.shape)  # any split of b into the two torch biases is equivalent
-    return shared.torch_layer(torch.nn.LSTM, Wx[:, cols].T, Wh[:, cols].T, b_ih, b[cols] - b_ih)
+    return shared.torch_layer(shared.import_torch().nn.LSTM, Wx[:, cols].T, Wh[:, cols].T, b_ih, b[cols] - b_ih)
 
 
 def grads_from_torch(lstm, H):
@@ -235,7 +232,7 @@ def test_parity_with_textbook(rng, dlfs2):
 
 
 # ---------------------------------------------------------------- bad input
-# (what all three recurrent layers refuse alike is in test_recurrent_bad_input.py)
+# (what all three recurrent layers refuse alike is in test_recurrent.py)
 
 
 @pytest.fixture

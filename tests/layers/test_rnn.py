@@ -104,7 +104,7 @@ def test_matches_step_by_step_reference(N, T, D, H, stateful, seed):
 
 
 # ---------------------------------------------------------------- bad input
-# (what all three recurrent layers refuse alike is in test_recurrent_bad_input.py)
+# (what all three recurrent layers refuse alike is in test_recurrent.py)
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 import numpy as np
 import pytest
-import torch
 
 from nprnn.gradcheck import numerical_gradient, relative_error
 from nprnn.layers.gru import TimeGRU, init_gru_params
 from nprnn.layers.lstm import TimeLSTM, init_lstm_params
 from nprnn.layers.rnn import TimeRNN, init_rnn_params
 from nprnn.layers.stack import Bidirectional, TimeStack, has_cell_state, make_recurrent
-
-torch.set_num_threads(1)
+from tests.layers._shared import import_torch
 
 KINDS = ["rnn", "lstm", "gru"]
 CLASSES = {"rnn": (TimeRNN, init_rnn_params), "lstm": (TimeLSTM, init_lstm_params), "gru": (TimeGRU, init_gru_params)}
@@ -306,7 +304,7 @@ def test_stateful_set_state(kind, rng):
 
 # ---------------------------------------------------------------- PyTorch parity
 
-TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+TORCH = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # torch.nn's class for each kind
 # nprnn's LSTM gate blocks are f, g, i, o; torch's are i, f, g, o.
 LSTM_TORCH_BLOCKS_FOR_NPRNN = [1, 2, 0, 3]  # nprnn block k is torch block [k]
 LSTM_NPRNN_BLOCKS_FOR_TORCH = [2, 0, 1, 3]  # torch block k is nprnn block [k]
@@ -353,8 +351,8 @@ def test_parity_with_torch(kind, bidirectional, packed, rng):
     L = num_layers * dirs
     lengths = np.array([6, 2, 4, 1]) if packed else None
     cell = kind == "lstm"
-
-    module = TORCH[kind](D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    torch = import_torch()
+    module = getattr(torch.nn, TORCH[kind])(D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
     module = module.to(torch.float64)
     with torch.no_grad():  # random biases too, so that a wrong bias mapping shows
         for p in module.parameters():

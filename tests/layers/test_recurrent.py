@@ -1,12 +1,15 @@
-"""Bad input that TimeRNN, TimeLSTM and TimeGRU (and their cells) refuse alike: each test runs for
-the three of them (ids rnn, lstm, gru). The checks that differ between the layers (their weights,
-the LSTM's c) are in test_rnn.py, test_lstm.py and test_gru.py."""
+"""What TimeRNN, TimeLSTM and TimeGRU (and their cells) share in nprnn/layers/_recurrent.py: the
+bad input they refuse alike (each test runs for the three of them, ids rnn, lstm, gru) and the
+overflow-free sigmoid. The checks that differ between the layers (their weights, the LSTM's c) are
+in test_rnn.py, test_lstm.py and test_gru.py; the checks of their numbers in _shared.py."""
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from nprnn.layers._recurrent import sigmoid, sigmoid_inplace
 from nprnn.layers.gru import GRU, TimeGRU, init_gru_params
 from nprnn.layers.lstm import LSTM, TimeLSTM, init_lstm_params
 from nprnn.layers.rnn import RNN, TimeRNN, init_rnn_params
@@ -70,9 +73,10 @@ def test_stateful_batch_size_change(kind):
 
 
 def test_backward_before_forward(kind):
-    with pytest.raises(RuntimeError, match="backward called before forward"):
+    """The errors name the layer that raised them."""
+    with pytest.raises(RuntimeError, match=f"^{kind.time_layer.__name__}: backward called before forward"):
         kind.time_layer(*kind.init_params(3, 4)).backward(f32(2, 5, 4))
-    with pytest.raises(RuntimeError, match="backward called before forward"):
+    with pytest.raises(RuntimeError, match=f"^{kind.cell.__name__}: backward called before forward"):
         kind.cell(*kind.init_params(3, 4)).backward(*(f32(2, 4) for _ in range(kind.n_states)))
 
 
@@ -88,3 +92,15 @@ def test_backward_before_forward(kind):
 def test_bad_lengths(layer32, lengths, message):
     with pytest.raises(ValueError, match=message):
         layer32.forward(f32(2, 5, 3), lengths=lengths)
+
+
+def test_sigmoid_is_the_logistic_function_and_never_overflows():
+    x = np.linspace(-30, 30, 601)
+    np.testing.assert_allclose(sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-12, atol=1e-15)
+    a = x.copy()
+    sigmoid_inplace(a)
+    np.testing.assert_array_equal(a, sigmoid(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would warn
+        big = sigmoid(np.array([-1e4, 1e4], np.float32))
+    np.testing.assert_array_equal(big, [0, 1])
