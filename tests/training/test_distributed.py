@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nprnn.distributed import launcher_world_size, mpi_world
 from nprnn.models.lm import LanguageModel, LMConfig
+from nprnn.training.distributed import launcher_world_size, mpi_world
 
 TEXT = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat and a dog met on the mat"] * 40) + "\n"
 
@@ -35,10 +35,10 @@ TRAIN = [
 STOP_AT, CHECKPOINT_STEP = 32, 30
 
 # The start of the MPI drivers (this file's DRIVER and test_distributed_seq2seq's): wraps the
-# communicator that nprnn.distributed.mpi_world() returns, as the global ``comm``, in CountingComm.
+# communicator that nprnn.training.distributed.mpi_world() returns, as the global ``comm``, in CountingComm.
 COUNTING_WORLD = r"""
 import json, os, signal, sys
-import nprnn.distributed as distributed
+import nprnn.training.distributed as distributed
 
 class CountingComm:
     # passes everything to COMM_WORLD, counting Allreduce calls and remembering the last buffer
@@ -69,9 +69,10 @@ distributed.mpi_world = counted_world
 DRIVER = (
     COUNTING_WORLD
     + r"""
-from nprnn import cli, train
+from nprnn import cli
+from nprnn.training.loop import TrainingLoop
 
-real_step = train.Trainer.train_step
+real_step = TrainingLoop.step
 
 def train_step(self, xs, ts):
     step = self.progress.step
@@ -87,7 +88,7 @@ def train_step(self, xs, ts):
     return loss
 
 steps, buffers = [], set()
-train.Trainer.train_step = train_step
+TrainingLoop.step = train_step
 code = cli.main(sys.argv[1:])
 if comm is not None:
     with open(os.environ["COUNTS"] + f".{comm.Get_rank()}", "w") as f:
@@ -195,7 +196,7 @@ def test_mpi_world_is_none_for_one_process_and_then_never_imports_mpi4py(data, t
     code = (
         "import sys\n"
         "from nprnn import cli\n"
-        "from nprnn.distributed import mpi_world\n"
+        "from nprnn.training.distributed import mpi_world\n"
         "assert mpi_world() is None and mpi_world({'PMI_SIZE': '1'}) is None\n"
         f"assert cli.main(['train', '--data', {str(data)!r}, '--out', {str(tmp_path / 'run')!r}, '--epochs', '1',"
         " '--level', 'word', '--hidden', '8', '--embed', '8', '--batch-size', '4', '--bptt', '5',"
@@ -221,7 +222,7 @@ def test_mpi_world_without_mpi4py_says_how_to_install_it(monkeypatch):
 def test_mpi_world_refuses_a_launcher_of_another_mpi(mpiexec, tmp_path):
     """The launcher says 2 processes but this process's MPI sees a world of 1 (what happens when
     mpi4py's MPI is not the launcher's): refuse, rather than train K independent copies."""
-    code = "from nprnn.distributed import mpi_world\nmpi_world({'PMI_SIZE': '2'})\n"
+    code = "from nprnn.training.distributed import mpi_world\nmpi_world({'PMI_SIZE': '2'})\n"
     done = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "the MPI launcher started 2 processes but MPI.COMM_WORLD has 1" in done.stderr

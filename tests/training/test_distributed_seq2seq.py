@@ -3,7 +3,7 @@
 The runs go through a driver (``DRIVER``, written to a temporary file) that runs ``nprnn.cli.main``,
 counts the Allreduce calls of every training step through a wrapped communicator, and can send
 Ctrl-C to rank 1 alone during a given step's Allreduce. Without an MPI launcher these tests skip on
-a developer's machine and fail in CI (the ``mpiexec`` fixture of ``test_distributed``).
+a developer's machine and fail in CI (the ``mpiexec`` fixture of ``tests/training/test_distributed.py``).
 """
 
 import json
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from nprnn.data.seq2seq import load_seq2seq
-from nprnn.train_seq2seq import Seq2seqConfig, Seq2seqTrainer, build_model
-from tests.test_distributed import (  # noqa: F401 (mpiexec: a fixture)
+from nprnn.models.seq2seq import build_model
+from nprnn.training.seq2seq import Seq2seqConfig, Seq2seqTrainer
+from tests.training.test_distributed import (  # noqa: F401 (mpiexec: a fixture)
     COUNTING_WORLD,
     _env,
     assert_same_arrays,
@@ -36,9 +37,10 @@ INTERRUPT_AT = 50  # Ctrl-C on rank 1 during step 51's Allreduce: both ranks sto
 DRIVER = (
     COUNTING_WORLD
     + r"""
-from nprnn import cli, train_seq2seq
+from nprnn import cli
+from nprnn.training.seq2seq import Seq2seqTrainer
 
-real_step = train_seq2seq.Seq2seqTrainer.train_step
+real_step = Seq2seqTrainer.step
 
 def train_step(self, x, t):
     if self.progress.step == int(os.environ.get("INTERRUPT_AT", -1)) and comm.Get_rank() == 1:
@@ -52,7 +54,7 @@ def train_step(self, x, t):
     return loss
 
 steps, buffers, rows = [], set(), []
-train_seq2seq.Seq2seqTrainer.train_step = train_step
+Seq2seqTrainer.step = train_step
 code = cli.main(sys.argv[1:])
 rank = comm.Get_rank() if comm is not None else 0
 with open(os.environ["COUNTS"] + f".{rank}", "w") as f:
