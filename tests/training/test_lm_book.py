@@ -7,8 +7,10 @@ import numpy as np
 
 from nprnn.data.corpus import load_corpus
 from nprnn.models.lm import LanguageModel, LMConfig
-from nprnn.train import TrainConfig, Trainer, split_preset
-from tests.test_train import TEXT
+from nprnn.training.lm import LMTrainer, TrainConfig
+from nprnn.training.presets import split_preset
+
+TEXT = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat and a dog met on the mat"] * 40) + "\n"
 
 
 class BookRnnlm:
@@ -62,7 +64,7 @@ def test_rnnlm_preset_trains_like_the_textbook(tmp_path, dlfs2):
     ours = LanguageModel(LMConfig(vocab_size=len(corpus.vocab), **model_settings), seed=0)
     book = BookRnnlm(ours.params)
 
-    Trainer(ours, corpus, config, tmp_path / "run", log=lambda *_: None, progress_bar=False).run()
+    LMTrainer(ours, corpus, config, tmp_path / "run", log=lambda *_: None, progress_bar=False).run()
     ids = corpus.train.astype(np.int64)
     RnnlmTrainer(book, SGD(lr=config.lr)).fit(
         ids[:-1], ids[1:], max_epoch=config.epochs, batch_size=config.batch_size, time_size=config.bptt,

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nprnn.book import BookParamsError, load_book_params
+from nprnn.interop.book import BookParamsError, load_book_params
 
 
 def book_params(rng):
@@ -277,10 +277,11 @@ def textbook_model(dlfs2, V, D, H, layers, tied, rng):
 def test_import_book_reproduces_textbook_perplexity(dlfs2, tmp_path, rng, capsys, preset):
     from common.util import eval_perplexity
 
-    from nprnn.book import import_book_lm
     from nprnn.cli import main
     from nprnn.data.corpus import load_corpus
-    from nprnn.train import evaluate, load_lm
+    from nprnn.interop.book import import_book_lm
+    from nprnn.models.io import load_lm
+    from nprnn.training.lm import evaluate
 
     data = write_tiny_ptb(tmp_path / "tiny", rng)
     corpus = load_corpus(data)
@@ -310,7 +311,7 @@ def test_import_book_reproduces_textbook_perplexity(dlfs2, tmp_path, rng, capsys
 
 
 def test_import_book_wrong_preset_or_data(dlfs2, tmp_path, rng):
-    from nprnn.book import import_book_lm
+    from nprnn.interop.book import import_book_lm
 
     data = write_tiny_ptb(tmp_path / "tiny", rng)
     from nprnn.data.corpus import load_corpus
@@ -331,8 +332,8 @@ def test_import_book_wrong_preset_or_data(dlfs2, tmp_path, rng):
 
 
 def test_import_book_tied_copy_must_be_the_transpose(dlfs2, tmp_path, rng):
-    from nprnn.book import import_book_lm
     from nprnn.data.corpus import load_corpus
+    from nprnn.interop.book import import_book_lm
 
     data = write_tiny_ptb(tmp_path / "tiny", rng)
     book = textbook_model(dlfs2, len(load_corpus(data).vocab), 650, 650, 2, True, rng)
