@@ -231,7 +231,7 @@ def test_recurrent_to_onnx_bad_layer():
 
 
 def saved_checkpoint(path, rng, cell="lstm"):
-    from nprnn.train import save_lm
+    from nprnn.models.io import save_lm
 
     vocab = Vocab(["<unk>", "<eos>", "the", "cat", "sat", "on", "a", "mat"])
     model = random_lm(cell, 2, False, rng, V=len(vocab))
