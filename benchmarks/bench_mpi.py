@@ -4,7 +4,7 @@ time per step spent in the gradient Allreduce.
     python benchmarks/bench_mpi.py            # zaremba-small (2x200 LSTM) and zaremba-medium (2x650)
     python benchmarks/bench_mpi.py --quick    # fewer steps, one repeat
 
-Each configuration runs ``Trainer.train_step`` (forward, backward, Allreduce, clipping, SGD) on
+Each configuration runs ``LMTrainer.step`` (forward, backward, Allreduce, clipping, SGD) on
 random ids with a 10,000-word vocabulary (the PTB size; the numbers do not depend on the text),
 float32, global batch 20 x bptt 35, in fresh processes:
 
@@ -57,26 +57,26 @@ class SplitTimingComm:
 
 def worker(model_name, steps, warmup):
     """One rank's run; rank 0 prints a JSON line."""
-    from nprnn.distributed import mpi_world
     from nprnn.models.lm import LanguageModel, LMConfig
-    from nprnn.train import TrainConfig, Trainer
+    from nprnn.training.distributed import mpi_world
+    from nprnn.training.lm import LMTrainer, TrainConfig
 
     world = mpi_world()
     comm = SplitTimingComm(world) if world is not None else None
     ids = np.random.default_rng(0).integers(0, VOCAB, size=BATCH * BPTT * (steps + warmup) + 1)
-    corpus = SimpleNamespace(train=ids, valid=ids, vocab=None, name="random", source=None)
+    corpus = SimpleNamespace(train=ids, valid=ids, vocab=None, name="random", source=None, level="word")
     config = TrainConfig(batch_size=BATCH, bptt=BPTT, optimizer="sgd", lr=1.0, max_grad=5.0)
     model = LanguageModel(LMConfig(vocab_size=VOCAB, **MODELS[model_name]), seed=0, dtype=np.float32)
-    trainer = Trainer(model, corpus, config, "/nonexistent", log=lambda *a: None, progress_bar=False, comm=comm)
+    trainer = LMTrainer(model, corpus, config, "/nonexistent", log=lambda *a: None, progress_bar=False, comm=comm)
     batches = list(trainer.batches.epoch(0))
     for xs, ts in batches[:warmup]:
-        trainer.train_step(xs, ts)
+        trainer.step(xs, ts)
     if comm is not None:
         comm.Barrier()
         comm.wait = comm.transfer = 0.0
     start = time.perf_counter()
     for xs, ts in batches[warmup : warmup + steps]:
-        trainer.train_step(xs, ts)
+        trainer.step(xs, ts)
     if comm is not None:
         comm.Barrier()
     seconds = time.perf_counter() - start

@@ -74,14 +74,11 @@ from common.trainer import Trainer as BookTrainer  # noqa: E402
 from common.util import eval_seq2seq  # noqa: E402
 
 from nprnn.data.seq2seq import load_seq2seq  # noqa: E402
-from nprnn.train_seq2seq import (  # noqa: E402
-    Seq2seqConfig,
-    Seq2seqTrainer,
-    build_model,
-    exact_match,
-    import_book_seq2seq,
-    load_seq2seq_model,
-)
+from nprnn.interop.book import import_book_seq2seq  # noqa: E402
+from nprnn.models.decode import exact_match  # noqa: E402
+from nprnn.models.io import load_seq2seq as load_seq2seq_model  # noqa: E402
+from nprnn.models.seq2seq import build_model  # noqa: E402
+from nprnn.training.seq2seq import Seq2seqConfig, Seq2seqTrainer  # noqa: E402
 
 # ---------------------------------------------------------------- the textbook's models
 # Written from the book's ch07/seq2seq.py, ch07/peeky_seq2seq.py, ch08/attention_seq2seq.py and

@@ -20,8 +20,8 @@ import numpy as np
 
 from nprnn import optim
 from nprnn.data.seq2seq import load_seq2seq
+from nprnn.models.decode import exact_match
 from nprnn.models.seq2seq import PeekySeq2seq
-from nprnn.train_seq2seq import exact_match
 
 EPOCHS, BATCH, VALID = 10, 128, 4500
 
