@@ -340,6 +340,7 @@ class TrainingLoop:
     """
 
     metric = "valid_ppl"
+    metric_label = "validation perplexity"
     higher_is_better = False
     plot_name = "perplexity.png"
     unit = "words"
@@ -538,10 +539,14 @@ class TrainingLoop:
         p, c = self.progress, self.config
         train_loss = p.epoch_loss / max(p.iteration, 1)
         lr = self.optimizer.lr  # of the epoch's last update
-        value = self.validate()
-        if not math.isfinite(value):
+        try:  # the layers never overflow on finite weights, so an overflow here means the model diverged
+            with np.errstate(over="raise", invalid="raise"):
+                value = self.validate()
+        except FloatingPointError:
+            value = "an overflow"
+        if not (isinstance(value, float) and math.isfinite(value)):
             raise NumericError(
-                f"the validation {self.metric} became {value} after epoch {p.epoch + 1} (step {p.step}); the model "
+                f"the {self.metric_label} became {value} after epoch {p.epoch + 1} (step {p.step}); the model "
                 "diverged. Stopped: nothing of this epoch is saved. Try a lower --lr or a smaller --max-grad"
             )
         improved = not p.history or (value > p.best if self.higher_is_better else value < p.best)

@@ -89,6 +89,7 @@ class Seq2seqTrainer(TrainingLoop):
     batch's rows and scores its share of the test split; only rank 0 logs and writes files."""
 
     metric = "test_accuracy"
+    metric_label = "test exact-match accuracy"
     higher_is_better = True
     plot_name = "accuracy.png"
     unit = "examples"

@@ -181,3 +181,41 @@ def test_import_book_seq2seq_presets(toy_file, tmp_path, capsys):
     args = ["import-book", str(tmp_path / "peeky.pkl"), "--preset", "rnnlm", "--data", str(toy_file), "-o", str(out)]
     assert main([*args, "--reverse"]) == 2
     assert "--reverse and --data-dir apply to the seq2seq" in one_line_error(capsys)
+
+
+def test_a_diverging_run_is_a_clean_numeric_stop(toy_file, tmp_path, capsys, recwarn):
+    out = tmp_path / "div"
+    args = ["seq2seq", "train", "--data", str(toy_file), "--out", str(out), "--epochs", "1", "--max-batches", "3",
+            "--embed", "8", "--hidden", "8", "--batch-size", "16", "--lr", "1e30", "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    assert "epoch 1" in one_line_error(capsys)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert not (out / "best.npz").exists() and not (out / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("option, value, saved", [("--model", "peeky", "attention"), ("--hidden", "64", "32"),
+                                                  ("--embed", "4", "8"), ("--batch-size", "8", "16"),
+                                                  ("--split-seed", "3", "1984"), ("--dtype", "float64", "float32"),
+                                                  ("--optimizer", "sgd", "adam"), ("--seed", "2", "0")])  # fmt: skip
+def test_resume_refuses_options_that_change_the_run(toy_file, tmp_path, capsys, option, value, saved):
+    out = tmp_path / "run"
+    assert main(["seq2seq", "train", "--data", str(toy_file), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    before = (out / "checkpoint.npz").read_bytes()
+    assert main(["seq2seq", "train", "--out", str(out), "--resume", option, value, "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(f"nprnn: error: {option} {value}: the run in {out} has ") and saved in err
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_resume_applies_safe_options(toy_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["seq2seq", "train", "--data", str(toy_file), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    args = ["seq2seq", "train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "0.01", "--beam", "2",
+            "--max-batches", "5", "--hidden", "32", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    resuming = capsys.readouterr().out.splitlines()[0]
+    for shown in ("epochs 1 -> 2", "lr 0.03 -> 0.01", "beam 1 -> 2", "max_batches 0 -> 5"):
+        assert shown in resuming
+    assert (out / "best.npz").exists()
