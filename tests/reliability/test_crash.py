@@ -13,6 +13,10 @@ dict whose iteration stops halfway, flushes the partly written temporary file, w
 sleeps. The test sees the marker and the partial ``.checkpoint.npz.*.tmp``, and SIGKILLs the child
 right there. Nothing in nprnn knows about this hook; the code that writes, renames and resumes is the
 real one.
+
+Both model families: the language model for every kind of interruption, and a seq2seq run (a small
+attention model on a generated reversal task, 2 epochs of 90 steps) for the kill mid-epoch, whose
+resume must replay the interrupted epoch's shuffle.
 """
 
 import json
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from nprnn.checkpoint import CheckpointError, load_checkpoint
@@ -95,11 +100,11 @@ def progress_of(path):
         return None
 
 
-def mid_epoch_checkpoint(path):
+def mid_epoch_checkpoint(path, steps_per_epoch=STEPS_PER_EPOCH):
     """The progress of ``path`` once it is a checkpoint from the first half of the second epoch or a
     later one: killed right after seeing it, the run is then surely in the middle of an epoch."""
     progress = progress_of(path)
-    early = progress and progress["epoch"] >= 1 and 0 < progress["iteration"] <= STEPS_PER_EPOCH // 2
+    early = progress and progress["epoch"] >= 1 and 0 < progress["iteration"] <= steps_per_epoch // 2
     return progress if early else None
 
 
@@ -109,7 +114,8 @@ def run_record(out):
     arrays, meta = load_checkpoint(out / "checkpoint.npz")
     best, best_meta = load_checkpoint(out / "best.npz")
     progress = dict(meta["progress"], epoch_seconds=None)
-    progress["history"] = [dict(r, seconds=None, words_per_sec=None) for r in progress["history"]]
+    timings = {"seconds", "words_per_sec", "eval_seconds"}
+    progress["history"] = [{k: None if k in timings else v for k, v in r.items()} for r in progress["history"]]
     arrays = {f"checkpoint/{k}": v for k, v in arrays.items()} | {f"best/{k}": v for k, v in best.items()}
     return arrays, (dict(meta, progress=progress), best_meta)
 
@@ -232,3 +238,53 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(data, reference, tmp_
 
     run(nprnn_command("train", "--out", out, *RESUME), tmp_path)
     assert_bit_identical(out, reference)
+
+
+# ---------------------------------------------------------------- seq2seq
+
+SEQ2SEQ_STEPS_PER_EPOCH = 90  # 720 training examples // batch 8
+
+
+def seq2seq_args(data, out):
+    return [
+        "seq2seq", "train", "--data", data, "--out", out, "--model", "attention", "--embed", "16",
+        "--hidden", "64", "--batch-size", "8", "--epochs", "2", "--save-every", "5", "--seed", "3",
+        "--no-progress",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reversal(tmp_path_factory):
+    """800 lines ``"abca _acba"``: four symbols, the answer written backwards."""
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcd"), 4)) for _ in range(800)]
+    path = tmp_path_factory.mktemp("crash-seq2seq") / "reversal.txt"
+    path.write_text("".join(f"{w} _{w[::-1]}\n" for w in words))
+    return path
+
+
+@pytest.fixture(scope="module")
+def seq2seq_reference(reversal, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("seq2seq-reference")
+    run(nprnn_command(*seq2seq_args(reversal, directory / "run")), directory)
+    record = run_record(directory / "run")
+    assert record[1][0]["progress"]["step"] == 2 * SEQ2SEQ_STEPS_PER_EPOCH
+    return record
+
+
+def test_seq2seq_sigkill_mid_epoch_then_resume_is_bit_identical(reversal, seq2seq_reference, tmp_path):
+    out = tmp_path / "run"
+    child = Child(nprnn_command(*seq2seq_args(reversal, out)), tmp_path)
+    seen = child.poll_until(
+        lambda: mid_epoch_checkpoint(out / "checkpoint.npz", SEQ2SEQ_STEPS_PER_EPOCH), "a mid-epoch checkpoint"
+    )
+    child.proc.kill()
+    assert child.wait() == -signal.SIGKILL
+
+    on_disk = progress_of(out / "checkpoint.npz")
+    assert on_disk["step"] >= seen["step"] and on_disk["iteration"] > 0  # killed within an epoch
+    assert (out / ".lock").exists()  # left by the killed run: stale, taken over by the resume
+    resumed = run(nprnn_command("seq2seq", "train", "--out", out, "--resume", "--no-progress"), tmp_path)
+    assert f"iteration {on_disk['iteration']} (step {on_disk['step']})" in resumed.out_path.read_text()
+    assert not (out / ".lock").exists()
+    assert_bit_identical(out, seq2seq_reference)
