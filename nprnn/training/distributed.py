@@ -1,6 +1,7 @@
 """Data-parallel training over MPI (mpi4py): K processes, one model replica each, one batch between them.
 
     mpiexec -n K nprnn train ...
+    mpiexec -n K nprnn seq2seq train ...
 
 Every rank holds the same parameters and optimizer state. Of each global batch ``(N, T)`` rank ``r``
 takes the contiguous rows ``shard_rows(N, r, K)`` (``n_r`` of them; sizes differ by at most one),
@@ -110,8 +111,9 @@ def _digest(arrays):
 
 
 class DataParallel:
-    """The MPI side of a data-parallel ``Trainer``: which rows this rank trains on, the per-step
-    gradient Allreduce, the validation-loss sum, and gathering/scattering checkpoint state.
+    """The MPI side of data-parallel training (``nprnn.training.loop.TrainingLoop``): which rows this
+    rank trains on, the per-step gradient Allreduce, the validation-loss sum, and gathering/scattering
+    checkpoint state.
 
     ``comm``: an mpi4py communicator (``mpi_world()``); ``model``: the ``LanguageModel`` (or seq2seq
     model: any ``params``/``grads`` model) replica of this rank, with the same parameters on every
@@ -132,7 +134,7 @@ class DataParallel:
         # grads, then the weighted loss and the stop flag; allocated once, reused every step
         self.buffer = np.empty(sum(g.size for g in model.grads) + 2, dtype=model.grads[0].dtype)
         self.allreduce_seconds, self.allreduce_calls = 0.0, 0
-        self.signalled = False  # set by the Trainer's SIGINT handler, at any moment; never cleared
+        self.signalled = False  # set by the loop's SIGINT handler, at any moment; never cleared
         self.check_in_sync("at start")
         if self.rank:
             for rng in model.dropout_rngs() if hasattr(model, "dropout_rngs") else []:  # seq2seq models draw none
@@ -224,7 +226,7 @@ class DataParallel:
                 raise ValueError(f"{where}: {len(saved[self.rank])} random generators saved, the model has {len(rngs)}")
             for rng, s in zip(rngs, saved[self.rank]):
                 set_rng_state(rng, s)
-        elif self.rank:  # rank 0's states are already in place (Trainer.restore)
+        elif self.rank:  # rank 0's states are already in place (LMTrainer.restore_training_state)
             for rng in rngs:
                 rng.bit_generator.state = rng.bit_generator.jumped(self.rank).state
         self.check_in_sync("after loading the checkpoint")
