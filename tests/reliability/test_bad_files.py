@@ -1,7 +1,7 @@
 """Bad files through the command line: each gets one line on stderr naming the file and the problem,
 exit code 2, and leaves every file already on disk as it was (paths, sizes, mtimes and bytes are
 compared before and after). The library-level checks behind these are in tests/test_checkpoint.py,
-tests/interop/test_book.py and tests/data/test_corpus.py; tests/test_cli.py covers a fresh `train` on a
+tests/interop/test_book.py and tests/data/test_corpus.py; tests/cli/test_lm.py covers a fresh `train` on a
 missing, empty, Latin-1 and binary file. Here: every command that reads the file, and the disk.
 """
 
