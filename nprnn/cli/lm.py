@@ -63,7 +63,9 @@ def cmd_train(args):
         corpus = load_corpus(args.data, level=level, max_vocab=args.max_vocab)
         config = TrainConfig(**train_settings).validate()
         model = LanguageModel(
-            LMConfig(vocab_size=len(corpus.vocab), **model_settings), seed=config.seed, dtype=np.dtype(args.dtype or "float32")
+            LMConfig(vocab_size=len(corpus.vocab), **model_settings),
+            seed=config.seed,
+            dtype=np.dtype(args.dtype or "float32"),
         )
         trainer = LMTrainer(model, corpus, config, out_dir, **trainer_args)
         trainer.extra_meta.update(data=data_path, preset=args.preset or "tiny", max_vocab=args.max_vocab)
@@ -111,7 +113,9 @@ def _resume(args, checkpoint, out_dir, data_path, trainer_args):
     config = config_from_dict(lm.TrainConfig, meta["train"], checkpoint)
     saved_model = model.config.to_dict()
     fixed = {option: (getattr(args, field), saved_model[field]) for option, field in MODEL_OPTIONS.items()}
-    fixed.update({_option(k): (getattr(args, k), getattr(config, k)) for k in ("batch_size", "bptt", "optimizer", "seed")})
+    fixed.update(
+        {_option(k): (getattr(args, k), getattr(config, k)) for k in ("batch_size", "bptt", "optimizer", "seed")}
+    )
     fixed.update({
         "--level": (args.level, vocab.level), "--dtype": (args.dtype, str(model.params[0].dtype)),
         "--data": (data_path, meta.get("data")), "--preset": (args.preset, meta.get("preset")),
@@ -309,8 +313,12 @@ def add_commands(sub):
     g = t.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output directory (default runs/<data>-<preset>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
-    g.add_argument("--force", action="store_true", default=False, help="start over even if --out already has a checkpoint")
-    g.add_argument("--save-every", type=count, help="also checkpoint every N steps within an epoch (0: epoch ends only)")
+    g.add_argument(
+        "--force", action="store_true", default=False, help="start over even if --out already has a checkpoint"
+    )
+    g.add_argument(
+        "--save-every", type=count, help="also checkpoint every N steps within an epoch (0: epoch ends only)"
+    )
     g.add_argument("--log-format", choices=["jsonl", "csv"], help="metrics log format (default jsonl)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     g.add_argument("--sample-length", type=count, default=300, help="tokens to sample at the end (0: none)")

@@ -6,9 +6,9 @@ Parsing and printing only: ``nprnn.training.seq2seq`` trains, ``nprnn.models`` l
 from pathlib import Path
 
 from nprnn.cli.args import count, factor, nonnegative_real, positive, positive_real
+from nprnn.data.seq2seq import DATA_DIR_ENV
 from nprnn.training.presets import OPTIMIZER_NAMES, SCHEDULES, SEQ2SEQ_DEFAULTS, SEQ2SEQ_MODELS, SPLIT_SEED
 
-DATA_DIR_ENV = "NPRNN_DATA_DIR"
 TRAIN_OPTIONS = (
     "epochs", "batch_size", "optimizer", "lr", "schedule", "decay", "decay_start", "max_grad", "seed", "beam",
     "eval_batch_size", "save_every", "max_batches",
@@ -18,11 +18,11 @@ TRAIN_OPTIONS = (
 def cmd_train(args):
     import numpy as np
 
-    from nprnn.data.seq2seq import load_seq2seq
+    from nprnn.data.seq2seq import find_data, load_seq2seq
     from nprnn.models.decode import predict
     from nprnn.models.seq2seq import build_model
     from nprnn.training.distributed import abort_on_error, mpi_world
-    from nprnn.training.seq2seq import Seq2seqConfig, Seq2seqTrainer, find_data
+    from nprnn.training.seq2seq import Seq2seqConfig, Seq2seqTrainer
 
     comm = mpi_world()  # None unless started by mpiexec with more than one process
     root = comm is None or comm.Get_rank() == 0
@@ -51,7 +51,9 @@ def cmd_train(args):
         config = Seq2seqConfig(**{k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
         embed = args.embed or SEQ2SEQ_DEFAULTS["embed"]
         hidden = args.hidden or SEQ2SEQ_DEFAULTS["hidden"]
-        model = build_model(kind, data.vocab_size, embed, hidden, config.validate().seed, np.dtype(args.dtype or "float32"))
+        model = build_model(
+            kind, data.vocab_size, embed, hidden, config.validate().seed, np.dtype(args.dtype or "float32")
+        )
         trainer = Seq2seqTrainer(model, data, config, out_dir, **trainer_args)
         trainer.extra_meta.update(data=str(Path(data_path).resolve()), split_seed=split_seed)
 
@@ -61,7 +63,10 @@ def cmd_train(args):
         f"questions {data.question_width} wide{' (reversed)' if data.reverse else ''}, answers {data.answer_width - 1}"
     )
     m = model.config
-    say(f"model: {m['kind']}, embed {m['embed']}, hidden {m['hidden']}; {n_params:,} parameters ({model.params[0].dtype})")
+    say(
+        f"model: {m['kind']}, embed {m['embed']}, hidden {m['hidden']}; "
+        f"{n_params:,} parameters ({model.params[0].dtype})"
+    )
     say(
         f"training: {c.epochs} epochs x {trainer.iters_per_epoch} batches of {c.batch_size}, {c.optimizer} lr {c.lr}"
         f"{'' if c.schedule == 'none' else f', schedule {c.schedule}'}, clip {c.max_grad or 'off'}, seed {c.seed}; "
@@ -83,11 +88,14 @@ def cmd_train(args):
     for xi, ti, gi in zip(x, t, guesses):
         right = np.array_equal(gi, ti[1:])
         expected = "" if right else f"  (expected {data.decode(ti[1:]).rstrip()})"
-        print(f"  {'ok ' if right else 'BAD'} {data.decode_question(xi).rstrip()} -> {data.decode(gi).rstrip()}{expected}")
+        print(
+            f"  {'ok ' if right else 'BAD'} {data.decode_question(xi).rstrip()} -> {data.decode(gi).rstrip()}{expected}"
+        )
     return 0
 
 
 def _resume(args, checkpoint, out_dir, trainer_args):
+    from nprnn.data.seq2seq import find_data, load_data_like
     from nprnn.models.io import load_seq2seq
     from nprnn.training import seq2seq
     from nprnn.training.loop import SAFE_ON_RESUME, check_resumable, config_from_dict, refuse_changes
@@ -100,7 +108,7 @@ def _resume(args, checkpoint, out_dir, trainer_args):
     check_resumable(meta, checkpoint)  # before reading any data
     config = config_from_dict(seq2seq.Seq2seqConfig, meta["train"], checkpoint)
     m = model.config
-    given_data = None if args.data is None else str(Path(seq2seq.find_data(args.data, args.data_dir)).resolve())
+    given_data = None if args.data is None else str(Path(find_data(args.data, args.data_dir)).resolve())
     split_seed = meta.get("split_seed", SPLIT_SEED)
     refuse_changes({
         "--model": (args.model, m["kind"]), "--embed": (args.embed, m["embed"]), "--hidden": (args.hidden, m["hidden"]),
@@ -111,7 +119,7 @@ def _resume(args, checkpoint, out_dir, trainer_args):
     }, out_dir)  # fmt: skip
     if meta.get("data") is None:
         raise ValueError(f"{checkpoint}: records no data file; cannot resume")
-    data = seq2seq.load_data_like(meta["data"], vocab, split_seed)
+    data = load_data_like(meta["data"], vocab, split_seed)
     trainer = seq2seq.Seq2seqTrainer(model, data, config, out_dir, **trainer_args)
     trainer.restore(arrays, meta, checkpoint)
     trainer.extra_meta.update(data=meta["data"], split_seed=split_seed)
@@ -122,9 +130,9 @@ def _resume(args, checkpoint, out_dir, trainer_args):
 def cmd_eval(args):
     import numpy as np
 
+    from nprnn.data.seq2seq import find_data, load_data_like
     from nprnn.models.decode import exact_match
     from nprnn.models.io import load_seq2seq
-    from nprnn.training.seq2seq import find_data, load_data_like
 
     model, vocab, _, meta = load_seq2seq(args.checkpoint)
     data_path = find_data(args.data, args.data_dir) if args.data else meta.get("data")
@@ -175,7 +183,9 @@ def _add_data_options(p, what="the question_answer file"):
         help=f"{what}: a file in the textbook's format, or the textbook's addition/date "
         f"(found in --data-dir, since nprnn ships no data)",
     )
-    p.add_argument("--data-dir", metavar="DIR", help=f"folder holding addition.txt and date.txt (default: ${DATA_DIR_ENV})")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help=f"folder holding addition.txt and date.txt (default: ${DATA_DIR_ENV})"
+    )
 
 
 def add_commands(subparsers):
@@ -222,7 +232,9 @@ def add_commands(subparsers):
     )
     g.add_argument("--decay", type=factor, help="the factor in (0, 1) that plateau and step multiply the lr by")
     g.add_argument("--decay-start", type=positive, help="first epoch after which the step schedule decays")
-    g.add_argument("--max-grad", type=nonnegative_real, help="clip the global gradient norm to this (default 5.0; 0: off)")
+    g.add_argument(
+        "--max-grad", type=nonnegative_real, help="clip the global gradient norm to this (default 5.0; 0: off)"
+    )
     g.add_argument("--seed", type=count, help="seed of the initial weights and of the shuffles (default 0)")
     g.add_argument("--beam", type=positive, help="beam width for the test accuracy (default 1: greedy)")
     g.add_argument("--eval-batch-size", type=positive, help="questions decoded at once (default 1000)")
@@ -231,7 +243,9 @@ def add_commands(subparsers):
     g.add_argument("--out", metavar="DIR", help="output directory (default runs/seq2seq-<data>-<model>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.npz")
     g.add_argument("--force", action="store_true", help="start over even if --out already has a checkpoint")
-    g.add_argument("--save-every", type=count, help="also checkpoint every N steps within an epoch (0: epoch ends only)")
+    g.add_argument(
+        "--save-every", type=count, help="also checkpoint every N steps within an epoch (0: epoch ends only)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     t.set_defaults(func=cmd_train)
 

@@ -25,6 +25,7 @@ from nprnn.data.corpus import DataError, _os_error, open_regular_file
 from nprnn.data.vocab import CharVocab
 
 BOOK_DATASETS = ("addition", "date")
+DATA_DIR_ENV = "NPRNN_DATA_DIR"  # where find_data looks for the textbook's addition.txt and date.txt
 
 
 class Seq2seqDataError(DataError):
@@ -294,3 +295,30 @@ def load_seq2seq(path, seed=1984, reverse=False, vocab=None):
         reverse=reverse,
         path=str(path),
     )
+
+
+def find_data(name_or_path, data_dir=None):
+    """The data file for ``--data``: an existing file, or ``"addition"`` / ``"date"`` inside ``data_dir``
+    (default: the ``NPRNN_DATA_DIR`` environment variable). nprnn ships no data, so without a folder
+    the textbook's names are an error that says what to pass instead."""
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
+    if str(name_or_path) in BOOK_DATASETS and not Path(name_or_path).is_file() and data_dir is None:
+        raise ValueError(
+            f"--data {name_or_path}: nprnn does not ship the textbook's datasets; pass the path of "
+            f"{name_or_path}.txt, or --data-dir DIR (or {DATA_DIR_ENV}=DIR) naming the folder that holds it"
+        )
+    return resolve_seq2seq_path(name_or_path, data_dir)
+
+
+def load_data_like(path, vocab, split_seed=1984):
+    """Load ``path`` split with ``split_seed`` and reversed like ``vocab`` (a checkpoint's), its ids
+    renumbered to ``vocab``'s. Raises ``Seq2seqDataError`` if the file uses characters the checkpoint
+    does not know or has other question/answer widths."""
+    data = load_seq2seq(path, seed=split_seed, reverse=vocab.reverse, vocab=vocab.vocab)
+    widths, want = (data.question_width, data.answer_width), (vocab.question_width, vocab.answer_width)
+    if widths != want:
+        raise Seq2seqDataError(
+            f"{path}: questions/answers are {widths[0]}/{widths[1]} characters wide, the checkpoint's "
+            f"were {want[0]}/{want[1]}"
+        )
+    return data

@@ -171,11 +171,10 @@ def import_book_seq2seq(pkl, preset, data, out, reverse=False, data_dir=None, sp
     (``ch08/train.py`` does, ``ch07/train_seq2seq.py`` only with ``is_reverse = True``). Embedding
     and hidden sizes are read from the arrays.
     """
-    from nprnn.data.seq2seq import load_seq2seq
+    from nprnn.data.seq2seq import find_data, load_seq2seq
     from nprnn.models.io import save_seq2seq, set_params
     from nprnn.models.seq2seq import MODELS, build_model
     from nprnn.training.presets import SPLIT_SEED
-    from nprnn.training.seq2seq import find_data
 
     split_seed = SPLIT_SEED if split_seed is None else split_seed
     if preset not in MODELS:

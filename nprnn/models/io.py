@@ -10,10 +10,9 @@ allocate more than the file honestly holds.
 """
 
 import math
+import re
 
 import numpy as np
-
-import re
 
 from nprnn.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
 from nprnn.data.seq2seq import Seq2seqData
@@ -237,7 +236,8 @@ def _load_seq2seq(reader, dtype):
     codes = arrays["vocab"]
     if codes.dtype.kind not in "iu" or len(codes) != config["vocab_size"]:
         raise CheckpointError(
-            f"{where}: the vocabulary must be {config['vocab_size']} integer code points, got {len(codes)} {codes.dtype}"
+            f"{where}: the vocabulary must be {config['vocab_size']} integer code points, "
+            f"got {len(codes)} {codes.dtype}"
         )
     try:
         vocab = Seq2seqData.from_vocab(codes, widths[0], widths[1], reverse)

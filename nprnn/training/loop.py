@@ -100,7 +100,8 @@ class LoopConfig:
             raise ValueError(f"max_grad must be a finite number >= 0 (0 turns clipping off), got {self.max_grad!r}")
         if not _number(self.decay) or not 0 < self.decay < 1:
             raise ValueError(
-                f"decay multiplies the lr and must be in (0, 1) (the textbook's divide-by-4 is 0.25), got {self.decay!r}"
+                "decay multiplies the lr and must be in (0, 1) (the textbook's divide-by-4 is 0.25), "
+                f"got {self.decay!r}"
             )
         return self
 
@@ -377,7 +378,9 @@ class TrainingLoop:
 
     def _remaining_steps(self):
         p = self.progress
-        return max(self.config.epochs - p.epoch, 0) * self.iters_per_epoch - (p.iteration if p.epoch < self.config.epochs else 0)
+        return max(self.config.epochs - p.epoch, 0) * self.iters_per_epoch - (
+            p.iteration if p.epoch < self.config.epochs else 0
+        )
 
     def start_plan(self):
         """The plan of a new run: from ``config.lr`` at step 0 to the last step of ``config.epochs``."""
@@ -409,7 +412,9 @@ class TrainingLoop:
         elif {"epochs", "max_batches"} & set(values):
             p.plan = {**p.plan, "end": p.step + self._remaining_steps()}
         if new.schedule == "cosine" or {"lr", "schedule", "decay", "decay_start"} & set(values):
-            shown.append(f"lr now {self.lr:.6g}" + (f", cosine to 0 at step {p.plan['end']}" if new.schedule == "cosine" else ""))
+            shown.append(
+                f"lr now {self.lr:.6g}" + (f", cosine to 0 at step {p.plan['end']}" if new.schedule == "cosine" else "")
+            )
         return shown
 
     # -- saving and resuming
@@ -536,7 +541,7 @@ class TrainingLoop:
             self.save()
 
     def _end_epoch(self):
-        p, c = self.progress, self.config
+        p = self.progress
         train_loss = p.epoch_loss / max(p.iteration, 1)
         lr = self.optimizer.lr  # of the epoch's last update
         try:  # the layers never overflow on finite weights, so an overflow here means the model diverged
@@ -587,7 +592,7 @@ class TrainingLoop:
         fig.tight_layout()
         write_atomic(self.out_dir / self.plot_name, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
         # a figure is a web of reference cycles: free it now, not at Python's next full collection
-        del fig, ax
+        fig.clear()
         gc.collect()
 
 

@@ -7,7 +7,6 @@ metric. A checkpoint adds to the loop's state the shuffling generator's state at
 epoch, so a resumed run draws the same permutation.
 """
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,11 @@ import numpy as np
 
 from nprnn._checks import positive_int
 from nprnn.checkpoint import rng_state, set_rng_state
-from nprnn.data.seq2seq import BOOK_DATASETS, Seq2seqDataError, load_seq2seq, resolve_seq2seq_path
 from nprnn.models.decode import count_exact, exact_match
 from nprnn.models.io import save_seq2seq
 from nprnn.training.loop import LoopConfig, TrainingLoop
-from nprnn.training.presets import SEQ2SEQ_DEFAULTS, SPLIT_SEED
+from nprnn.training.presets import SEQ2SEQ_DEFAULTS
 
-DATA_DIR_ENV = "NPRNN_DATA_DIR"
 # besides the loop's SAFE_ON_RESUME: only how the test accuracy is decoded
 SAFE_ON_RESUME = ("beam", "eval_batch_size")
 
@@ -45,36 +42,6 @@ class Seq2seqConfig(LoopConfig):
         positive_int("beam", self.beam)
         positive_int("eval_batch_size", self.eval_batch_size)
         return self
-
-
-# ---------------------------------------------------------------- data
-
-
-def find_data(name_or_path, data_dir=None):
-    """The data file for ``--data``: an existing file, or ``"addition"`` / ``"date"`` inside ``data_dir``
-    (default: the ``NPRNN_DATA_DIR`` environment variable). nprnn ships no data, so without a folder
-    the textbook's names are an error that says what to pass instead."""
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
-    if str(name_or_path) in BOOK_DATASETS and not Path(name_or_path).is_file() and data_dir is None:
-        raise ValueError(
-            f"--data {name_or_path}: nprnn does not ship the textbook's datasets; pass the path of "
-            f"{name_or_path}.txt, or --data-dir DIR (or {DATA_DIR_ENV}=DIR) naming the folder that holds it"
-        )
-    return resolve_seq2seq_path(name_or_path, data_dir)
-
-
-def load_data_like(path, vocab, split_seed=SPLIT_SEED):
-    """Load ``path`` split with ``split_seed`` and reversed like ``vocab`` (a checkpoint's), its ids
-    renumbered to ``vocab``'s. Raises ``Seq2seqDataError`` if the file uses characters the checkpoint
-    does not know or has other question/answer widths."""
-    data = load_seq2seq(path, seed=split_seed, reverse=vocab.reverse, vocab=vocab.vocab)
-    widths, want = (data.question_width, data.answer_width), (vocab.question_width, vocab.answer_width)
-    if widths != want:
-        raise Seq2seqDataError(
-            f"{path}: questions/answers are {widths[0]}/{widths[1]} characters wide, the checkpoint's "
-            f"were {want[0]}/{want[1]}"
-        )
-    return data
 
 
 # ---------------------------------------------------------------- the trainer
@@ -158,7 +125,8 @@ class Seq2seqTrainer(TrainingLoop):
         beam = f" (beam {r['beam']})" if r["beam"] > 1 else ""
         return (
             f"epoch {r['epoch']}/{self.config.epochs}  loss {r['train_loss']:.4f}  test exact match "
-            f"{100 * r['test_accuracy']:.2f}%{beam}  lr {r['lr']:.4g}  {r['seconds']:.1f}s + {r['eval_seconds']:.1f}s eval"
+            f"{100 * r['test_accuracy']:.2f}%{beam}  lr {r['lr']:.4g}  "
+            f"{r['seconds']:.1f}s + {r['eval_seconds']:.1f}s eval"
         )
 
     def training_state(self):

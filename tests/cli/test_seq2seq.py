@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from nprnn.cli import build_parser, main
+from nprnn.data.seq2seq import DATA_DIR_ENV, load_data_like
 from nprnn.models.decode import predict
 from nprnn.models.io import load_seq2seq as load_seq2seq_model
-from nprnn.training.seq2seq import DATA_DIR_ENV, load_data_like
 from tests.training.test_seq2seq import toy_lines
 
 TINY = ["--embed", "8", "--hidden", "32", "--batch-size", "16", "--lr", "0.03", "--no-progress"]

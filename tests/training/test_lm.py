@@ -1,4 +1,3 @@
-import math
 import os
 import signal
 
@@ -6,8 +5,8 @@ import numpy as np
 import pytest
 
 from nprnn.data.corpus import load_corpus
-from nprnn.models.lm import LanguageModel, LMConfig
 from nprnn.models.io import load_lm
+from nprnn.models.lm import LanguageModel, LMConfig
 from nprnn.training.lm import LMTrainer as Trainer
 from nprnn.training.lm import TrainConfig, evaluate
 from nprnn.training.loop import NumericError, TrainingLoop

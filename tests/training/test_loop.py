@@ -173,7 +173,7 @@ def test_safe_settings_apply_and_others_stay(corpus, tmp_path):
 def test_diverged_validation_stops_and_saves_nothing(corpus, tmp_path, monkeypatch):
     trainer = make(corpus, tmp_path / "inf", epochs=2)
     monkeypatch.setattr(LMTrainer, "validate", lambda self: math.inf)
-    with pytest.raises(NumericError, match=r"validation valid_ppl became inf after epoch 1 \(step 5\)"):
+    with pytest.raises(NumericError, match=r"validation perplexity became inf after epoch 1 \(step 5\)"):
         trainer.run()
     out = tmp_path / "inf"
     assert not (out / "best.npz").exists() and not (out / "checkpoint.npz").exists()

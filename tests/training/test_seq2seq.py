@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from nprnn.checkpoint import load_checkpoint, save_checkpoint
-from nprnn.data.seq2seq import Seq2seqDataError, load_seq2seq
+from nprnn.data.seq2seq import DATA_DIR_ENV, Seq2seqDataError, find_data, load_data_like, load_seq2seq
 from nprnn.interop.book import BookParamsError, import_book_seq2seq
 from nprnn.models.decode import attention_weights, exact_match, predict, translate
 from nprnn.models.io import load_seq2seq as load_seq2seq_model
 from nprnn.models.io import save_seq2seq as save_seq2seq_model
 from nprnn.models.seq2seq import build_model, plot_attention
 from nprnn.training.loop import NumericError
-from nprnn.training.seq2seq import DATA_DIR_ENV, Seq2seqConfig, Seq2seqTrainer, find_data, load_data_like
+from nprnn.training.seq2seq import Seq2seqConfig, Seq2seqTrainer
 
 
 def save_attention_plot(model, vocab, question, path):
