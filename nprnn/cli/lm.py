@@ -102,15 +102,9 @@ def _resume(args, checkpoint, out_dir, data_path, trainer_args):
     from nprnn.data.corpus import load_corpus
     from nprnn.models.io import load_lm
     from nprnn.training import lm
-    from nprnn.training.loop import SAFE_ON_RESUME, check_resumable, config_from_dict, refuse_changes
+    from nprnn.training.loop import SAFE_ON_RESUME, open_resume, refuse_changes
 
-    if args.force:
-        raise ValueError("--resume continues the run in --out and --force starts it over; pass one of them")
-    if not checkpoint.exists():
-        raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
-    model, vocab, arrays, meta = load_lm(checkpoint)
-    check_resumable(meta, checkpoint)  # before reading any data
-    config = config_from_dict(lm.TrainConfig, meta["train"], checkpoint)
+    model, vocab, arrays, meta, config = open_resume(checkpoint, load_lm, lm.TrainConfig, args.force)
     saved_model = model.config.to_dict()
     fixed = {option: (getattr(args, field), saved_model[field]) for option, field in MODEL_OPTIONS.items()}
     fixed.update(

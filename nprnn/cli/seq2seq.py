@@ -98,15 +98,9 @@ def _resume(args, checkpoint, out_dir, trainer_args):
     from nprnn.data.seq2seq import find_data, load_data_like
     from nprnn.models.io import load_seq2seq
     from nprnn.training import seq2seq
-    from nprnn.training.loop import SAFE_ON_RESUME, check_resumable, config_from_dict, refuse_changes
+    from nprnn.training.loop import SAFE_ON_RESUME, open_resume, refuse_changes
 
-    if args.force:
-        raise ValueError("--resume continues the run in --out and --force starts it over; pass one of them")
-    if not checkpoint.exists():
-        raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
-    model, vocab, arrays, meta = load_seq2seq(checkpoint)
-    check_resumable(meta, checkpoint)  # before reading any data
-    config = config_from_dict(seq2seq.Seq2seqConfig, meta["train"], checkpoint)
+    model, vocab, arrays, meta, config = open_resume(checkpoint, load_seq2seq, seq2seq.Seq2seqConfig, args.force)
     m = model.config
     given_data = None if args.data is None else str(Path(find_data(args.data, args.data_dir)).resolve())
     split_seed = meta.get("split_seed", SPLIT_SEED)

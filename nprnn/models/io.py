@@ -149,14 +149,11 @@ def lm_config(meta, where):
 def load_lm(path, dtype=None):
     """``(model, vocab, arrays, meta)`` from a file written by ``save_lm``; refuses anything else.
     Config and shapes are checked before any array is read."""
-    with open_checkpoint(path) as reader:
-        return _load_lm(reader, dtype)
+    return _load(path, LM_KIND, dtype)
 
 
 def _load_lm(reader, dtype):
     where, meta = reader.path, reader.meta
-    if _kind(meta, where) != LM_KIND:
-        raise CheckpointError(f"{where}: not a language-model file (kind {meta.get('kind')!r})")
     config = lm_config(meta, where)
     level = check_value(where, "level", meta.get("level"), "str", choices=("word", "char"))
     if "vocab" not in reader.names:
@@ -218,14 +215,11 @@ def seq2seq_config(meta, where):
 def load_seq2seq(path, dtype=None):
     """``(model, vocab, arrays, meta)`` from a file written by ``save_seq2seq``; refuses anything else.
     Config and shapes are checked before any array is read."""
-    with open_checkpoint(path) as reader:
-        return _load_seq2seq(reader, dtype)
+    return _load(path, SEQ2SEQ_KIND, dtype)
 
 
 def _load_seq2seq(reader, dtype):
     where, meta = reader.path, reader.meta
-    if _kind(meta, where) != SEQ2SEQ_KIND:
-        raise CheckpointError(f"{where}: not a seq2seq model file (kind {meta.get('kind')!r})")
     config = seq2seq_config(meta, where)
     widths = [check_value(where, k, meta.get(k), "int", 1, 1 << 16) for k in ("question_width", "answer_width")]
     reverse = check_value(where, "reverse", meta.get("reverse"), "bool")
@@ -255,7 +249,16 @@ def _load_seq2seq(reader, dtype):
 
 def load_model(path, dtype=None):
     """``(kind, model, vocab, arrays, meta)`` for a file of either kind: ``kind`` is ``"lm"`` or ``"seq2seq"``."""
+    return _load(path, None, dtype)
+
+
+def _load(path, kind, dtype):
+    """Open ``path`` and read the model of ``kind`` (None: whichever it holds)."""
+    readers = {LM_KIND: ("lm", _load_lm, "language-model"), SEQ2SEQ_KIND: ("seq2seq", _load_seq2seq, "seq2seq model")}
     with open_checkpoint(path) as reader:
-        if _kind(reader.meta, reader.path) == LM_KIND:
-            return ("lm", *_load_lm(reader, dtype))
-        return ("seq2seq", *_load_seq2seq(reader, dtype))
+        found = _kind(reader.meta, reader.path)
+        if kind is not None and found != kind:
+            raise CheckpointError(f"{reader.path}: not a {readers[kind][2]} file (kind {found!r})")
+        name, read, _ = readers[found]
+        loaded = read(reader, dtype)
+        return loaded if kind is not None else (name, *loaded)

@@ -596,6 +596,18 @@ class TrainingLoop:
         gc.collect()
 
 
+def open_resume(checkpoint, load, config_class, force=False):
+    """``(model, vocab, arrays, meta, config)`` of the run to resume from ``checkpoint``, read with ``load``
+    (``nprnn.models.io.load_lm`` or ``load_seq2seq``); one-line errors when there is nothing to resume."""
+    if force:
+        raise ValueError("--resume continues the run in --out and --force starts it over; pass one of them")
+    if not checkpoint.exists():
+        raise ValueError(f"{checkpoint}: no checkpoint to resume from (train once without --resume first)")
+    model, vocab, arrays, meta = load(checkpoint)
+    check_resumable(meta, checkpoint)  # before reading any data
+    return model, vocab, arrays, meta, config_from_dict(config_class, meta["train"], checkpoint)
+
+
 def refuse_changes(fixed, where):
     """For ``--resume``: ``fixed`` maps an option (as typed, e.g. ``"--hidden"``) to ``(given, saved)``;
     an option given with another value than the run's is refused, naming both."""
