@@ -274,3 +274,35 @@ def test_two_runs_into_one_folder(text_file, tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+# ---------------------------------------------------------------- paths (issue 14 point 4)
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(text_file, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "full"
+    assert main(["train", "--data", str(text_file), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "best.npz: No space left on device" in err, err  # the first file written
+    assert not [p for p in out.iterdir() if p.suffix == ".tmp"] and not (out / ".lock").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_as_the_checkpoint_is_refused_at_once(tmp_path, kind):
+    import os
+    import subprocess
+    import sys
+
+    path = "/dev/zero" if kind == "device" else str(tmp_path / "ck.npz")
+    if kind == "fifo":
+        os.mkfifo(path)
+    for command in (["generate", path], ["eval", path], ["seq2seq", "translate", path, "x"]):
+        out = subprocess.run([sys.executable, "-m", "nprnn", *command], capture_output=True, text=True, timeout=20)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a regular file" in out.stderr
