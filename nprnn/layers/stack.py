@@ -9,7 +9,7 @@ forward direction first.
 
 import numpy as np
 
-from nprnn._checks import check_input, check_lengths
+from nprnn._checks import check_input, check_lengths, positive_int
 from nprnn.layers.basic import TimeDropout
 from nprnn.layers.gru import TimeGRU, init_gru_params
 from nprnn.layers.lstm import TimeLSTM, init_lstm_params
@@ -291,8 +291,7 @@ def make_recurrent(
     if kind not in KINDS:
         raise ValueError(f"make_recurrent: kind must be one of {sorted(KINDS)}, got {kind!r}")
     for name, value in [("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)]:
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"make_recurrent: {name} must be a positive integer, got {value!r}")
+        positive_int(name, value, "make_recurrent")
     if bidirectional and stateful:
         raise ValueError("make_recurrent: a bidirectional stack cannot be stateful")
     cls, init = KINDS[kind]

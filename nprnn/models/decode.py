@@ -15,6 +15,8 @@ answer than greedy's (a prefix greedy would extend can fall out of the beam).
 
 import numpy as np
 
+from nprnn._checks import positive_int
+
 
 def _check_args(model, start_id, length, beam_width=1):
     V = model.decoder.V
@@ -100,8 +102,7 @@ def sequence_logprob(model, xs, start_id, ys):
 def predict(model, x, start_id, length, beam=1, batch_size=1000):
     """Answers ``(N, length)`` for questions ``x: (N, Tq)``: greedy (``beam=1``) or beam search,
     decoded ``batch_size`` questions at a time."""
-    if not isinstance(beam, (int, np.integer)) or isinstance(beam, bool) or beam < 1:
-        raise ValueError(f"beam must be an integer >= 1 (1 is greedy decoding), got {beam!r}")
+    positive_int("beam (1 is greedy decoding)", beam)
     out = np.empty((len(x), length), dtype=np.int64)
     for lo in range(0, len(x), batch_size):
         chunk = x[lo : lo + batch_size]

@@ -165,8 +165,8 @@ def sample_next(logits, rng, temperature=1.0, top_k=None):
     temperature sends all but the max to -inf, probability 0) and the max contributes exp(0) = 1."""
     if not 0 <= temperature < math.inf:  # also refuses NaN
         raise ValueError(f"temperature must be >= 0 and finite, got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if top_k is not None:
+        positive_int("top_k", top_k)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] == 0:
         raise ValueError(f"logits must have shape (N, V) with V >= 1, got {logits.shape}")

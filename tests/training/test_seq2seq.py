@@ -265,7 +265,7 @@ def test_exact_match_counts_whole_answers(toy, kind):
     t[:5, -1] = (t[:5, -1] + 1) % toy.vocab_size  # five answers wrong in their last character only
     assert exact_match(model, x, t) == pytest.approx(1 - 5 / len(x))
     assert exact_match(model, x, t, beam=2) == np.mean(np.all(predict(model, x, toy.start_id, 4, 2) == t[:, 1:], 1))
-    with pytest.raises(ValueError, match="beam must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"beam \(1 is greedy decoding\) must be a positive integer"):
         predict(model, x, toy.start_id, 5, beam=0)
 
 
