@@ -8,8 +8,9 @@ PyTorch runs in a process of its own (see TorchProcess), timed in the same inter
 
 nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
 ("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS threads
-("auto": one thread for calls whose per-step product is under 1.5 MFLOP, and for all calls while
-other processes keep the machine busy; see nprnn/accel.py). PyTorch also runs with one thread
+("auto": one thread for calls whose per-step product is under 1.5 MFLOP, decided from the sizes
+alone; "adaptive" also drops to one thread while other processes keep the machine busy; see
+docs/performance.md). PyTorch also runs with one thread
 ("torch 1t", a third process), in a second interleaved pass, for reference.
 
 Prints a Markdown table of median times, ratios (>1 means nprnn is faster; each the median over
@@ -204,7 +205,7 @@ def main(argv=None):
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
     parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
     parser.add_argument(
-        "--blas-threads", help="nprnn's BLAS threads: auto (default), a cap n >= 1, or 0 (nprnn.accel.set_blas_threads)"
+        "--blas-threads", help="nprnn's BLAS threads: auto (default), adaptive, a cap n >= 1, or 0 (nprnn.accel.set_blas_threads)"
     )
     args = parser.parse_args(argv)
 
@@ -213,7 +214,9 @@ def main(argv=None):
     from nprnn import accel
 
     if args.blas_threads is not None:
-        accel.set_blas_threads(args.blas_threads if args.blas_threads == "auto" else int(args.blas_threads))
+        accel.set_blas_threads(
+            args.blas_threads if args.blas_threads in ("auto", "adaptive") else int(args.blas_threads)
+        )
     peak = matmul_peak()
     import threadpoolctl
 
