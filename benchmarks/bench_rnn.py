@@ -205,7 +205,8 @@ def main(argv=None):
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
     parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
     parser.add_argument(
-        "--blas-threads", help="nprnn's BLAS threads: auto (default), adaptive, a cap n >= 1, or 0 (nprnn.accel.set_blas_threads)"
+        "--blas-threads",
+        help="nprnn's BLAS threads: auto (default), adaptive, a cap n >= 1, or 0 (nprnn.accel.set_blas_threads)",
     )
     args = parser.parse_args(argv)
 
