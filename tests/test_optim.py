@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +26,15 @@ from nprnn.optim import (
     unique_params,
 )
 
-torch.set_num_threads(1)
+torch = None  # bound by the torch_module fixture: only the parity tests need torch
+
+
+@pytest.fixture
+def torch_module():
+    global torch
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return torch
 
 SHAPES = [(3, 4), (4,), (2, 3, 2)]
 
@@ -179,7 +186,7 @@ def torch_run(make_torch, params, grad_seq):
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_matches_torch(rng, name):
+def test_matches_torch(rng, name, torch_module):
     make_ours, make_torch = TORCH[name]
     params, grad_seq = random_params(rng), random_grads(rng, 5)
     expected = torch_run(make_torch, params, grad_seq)
@@ -189,7 +196,7 @@ def test_matches_torch(rng, name):
     assert not np.allclose(got[0], params[0], atol=1e-4)  # the run did move the parameters
 
 
-def test_book_adam_differs_from_torch_by_eps_placement(rng):
+def test_book_adam_differs_from_torch_by_eps_placement(rng, torch_module):
     """The documented difference is real: with a large eps the two Adam forms part ways."""
     params, grad_seq = random_params(rng), random_grads(rng, 3)
     book = run(Adam(lr=0.01, eps=0.1, book=True), [p.copy() for p in params], grad_seq)
@@ -199,7 +206,7 @@ def test_book_adam_differs_from_torch_by_eps_placement(rng):
     assert np.max(np.abs(book[0] - expected[0])) > 1e-5
 
 
-def test_momentum_after_lr_change_differs_from_torch_as_documented(rng):
+def test_momentum_after_lr_change_differs_from_torch_as_documented(rng, torch_module):
     """Textbook velocity form: an lr change affects new gradients only; torch rescales its buffer."""
     p0, (g1, g2) = np.array([1.0]), (np.array([1.0]), np.array([1.0]))
     opt = Momentum(lr=0.1, momentum=0.9)
@@ -542,7 +549,7 @@ def test_clip_grads_below_threshold_is_untouched():
     np.testing.assert_array_equal(g, [0.3, -0.4])
 
 
-def test_clip_grads_matches_torch_and_textbook(dlfs2, rng):
+def test_clip_grads_matches_torch_and_textbook(dlfs2, rng, torch_module):
     from common.util import clip_grads as book_clip
 
     grads = [rng.standard_normal(s) * 3 for s in SHAPES]
@@ -627,7 +634,7 @@ def test_divide_on_plateau_as_the_textbook_loop():
 
 
 @pytest.mark.parametrize("patience, min_lr", [(0, 0.0), (1, 0.0), (2, 0.05)])
-def test_divide_on_plateau_matches_torch(rng, patience, min_lr):
+def test_divide_on_plateau_matches_torch(rng, patience, min_lr, torch_module):
     metrics = [5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 3.5, 3.6, 3.7, 3.8, 2.0, 2.5, 2.6]
     opt = SGD(lr=1.0)
     sched = DivideOnPlateau(opt, factor=4, patience=patience, min_lr=min_lr)
@@ -655,7 +662,7 @@ def test_step_decay_zaremba_small():
 
 
 @pytest.mark.parametrize("step_size, gamma", [(1, 0.5), (3, 0.1), (2, 0.8)])
-def test_step_decay_matches_torch_step_lr(step_size, gamma):
+def test_step_decay_matches_torch_step_lr(step_size, gamma, torch_module):
     opt = SGD(lr=0.3)
     sched = StepDecay(opt, step_size=step_size, gamma=gamma)
     t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.3)
@@ -666,7 +673,7 @@ def test_step_decay_matches_torch_step_lr(step_size, gamma):
         assert sched.step() == pytest.approx(t_opt.param_groups[0]["lr"], rel=1e-12)
 
 
-def test_cosine_matches_torch_and_then_stays():
+def test_cosine_matches_torch_and_then_stays(torch_module):
     opt = SGD(lr=0.5)
     sched = Cosine(opt, total=8, min_lr=0.01)
     t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)

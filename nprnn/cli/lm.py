@@ -166,9 +166,10 @@ def _print_sample(model, vocab, prompt, length, temperature, top_k, seed):
 
 
 def cmd_eval(args):
+    from nprnn.data.batching import check_batchable
     from nprnn.data.corpus import DataError, load_corpus, open_ids
     from nprnn.models.io import load_lm
-    from nprnn.training.lm import check_batchable, evaluate
+    from nprnn.models.lm import evaluate
 
     model, vocab, _, meta = load_lm(args.checkpoint)
     if args.ids is not None:

@@ -30,6 +30,7 @@ each take a disjoint share (``shard_rows``) and together see exactly the full ba
 import numpy as np
 
 from nprnn._checks import positive_int
+from nprnn.data.corpus import DataError
 
 
 def _check_ids(name, ids):
@@ -170,3 +171,13 @@ class EvalBatches:
     def __iter__(self):
         for k in range(self.max_iters):
             yield self.batch(k)
+
+
+def check_batchable(ids, batch_size, bptt, where, options):
+    """DataError naming ``where`` unless ``ids`` fill at least one ``batch_size x bptt`` batch."""
+    need = batch_size * bptt + 1
+    if len(ids) < need:
+        raise DataError(
+            f"{where}: {len(ids):,} tokens, too few for one batch of {batch_size} x {bptt} (need {need:,}); "
+            f"use smaller {options} or more data"
+        )

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from nprnn._checks import positive_int
+from nprnn.data.batching import EvalBatches
 from nprnn.layers.basic import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss
 from nprnn.layers.stack import make_recurrent
 
@@ -213,3 +214,33 @@ def generate(model, vocab, prompt="", length=100, temperature=1.0, top_k=None, s
         model.reset_state()
         model.train = was_training
     return np.array(generated, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def perplexity(mean_loss):
+    """``exp(mean_loss)``, or inf where that overflows (a diverged model has a huge but finite loss)."""
+    return math.inf if not mean_loss <= 709.0 else math.exp(mean_loss)
+
+
+def evaluate(model, ids, batch_size=10, bptt=35, parallel=None):
+    """Perplexity over ``ids`` as the textbook's ``eval_perplexity`` computes it: from a zero
+    state, stateful over consecutive batches, ``exp`` of the mean batch loss; dropout off.
+    With ``parallel`` (a ``DataParallel``) each rank scores its share of the rows and the weighted
+    losses are summed over the ranks."""
+    batches = EvalBatches(ids, batch_size, bptt, rows=parallel.shard(batch_size) if parallel else None)
+    was_training = model.train
+    model.train = False
+    model.reset_state()
+    total = 0.0
+    try:
+        with np.errstate(all="ignore"):  # a diverged model's overflows show as an infinite perplexity
+            for xs, ts in batches:
+                total += float(model.forward(xs, ts))
+    finally:
+        model.reset_state()
+        model.train = was_training
+    if parallel is not None:
+        total = parallel.sum(total * parallel.share(batch_size))
+    return perplexity(total / len(batches))

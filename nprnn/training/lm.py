@@ -6,15 +6,14 @@ perplexity. A checkpoint adds to the loop's state the carried recurrent state an
 generators.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from nprnn.checkpoint import rng_state, set_rng_state
-from nprnn.data.batching import BPTTBatches, EvalBatches
-from nprnn.data.corpus import DataError
+from nprnn.data.batching import BPTTBatches, check_batchable
 from nprnn.models.io import save_lm
+from nprnn.models.lm import evaluate, perplexity
 from nprnn.training.loop import LoopConfig, TrainingLoop
 
 # besides the loop's SAFE_ON_RESUME: only the validation's batching
@@ -41,43 +40,6 @@ class TrainConfig(LoopConfig):
         if not isinstance(self.continuous, bool):
             raise ValueError(f"continuous must be true or false, got {self.continuous!r}")
         return self
-
-
-def perplexity(mean_loss):
-    """``exp(mean_loss)``, or inf where that overflows (a diverged model has a huge but finite loss)."""
-    return math.inf if not mean_loss <= 709.0 else math.exp(mean_loss)
-
-
-def evaluate(model, ids, batch_size=10, bptt=35, parallel=None):
-    """Perplexity over ``ids`` as the textbook's ``eval_perplexity`` computes it: from a zero
-    state, stateful over consecutive batches, ``exp`` of the mean batch loss; dropout off.
-    With ``parallel`` (a ``DataParallel``) each rank scores its share of the rows and the weighted
-    losses are summed over the ranks."""
-    batches = EvalBatches(ids, batch_size, bptt, rows=parallel.shard(batch_size) if parallel else None)
-    was_training = model.train
-    model.train = False
-    model.reset_state()
-    total = 0.0
-    try:
-        with np.errstate(all="ignore"):  # a diverged model's overflows show as an infinite perplexity
-            for xs, ts in batches:
-                total += float(model.forward(xs, ts))
-    finally:
-        model.reset_state()
-        model.train = was_training
-    if parallel is not None:
-        total = parallel.sum(total * parallel.share(batch_size))
-    return perplexity(total / len(batches))
-
-
-def check_batchable(ids, batch_size, bptt, where, options):
-    """DataError naming ``where`` unless ``ids`` fill at least one ``batch_size x bptt`` batch."""
-    need = batch_size * bptt + 1
-    if len(ids) < need:
-        raise DataError(
-            f"{where}: {len(ids):,} tokens, too few for one batch of {batch_size} x {bptt} (need {need:,}); "
-            f"use smaller {options} or more data"
-        )
 
 
 class LMTrainer(TrainingLoop):

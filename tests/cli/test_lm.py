@@ -249,10 +249,12 @@ def test_help_and_model_commands_import_no_training_code(text_file, tmp_path):
     code = (
         "import sys\nfrom nprnn.cli import main\n"
         f"main(['generate', {str(fixture)!r}, '--length', '3'])\n"
+        f"main(['eval', {str(fixture)!r}, '--data', {str(text_file)!r}, '--batch-size', '2', '--bptt', '5'])\n"
         "print(sorted(m for m in sys.modules if m.startswith('nprnn.training.') and m != 'nprnn.training.presets'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+    assert "--- sample" in out.stdout and "test perplexity" in out.stdout  # both commands did run
 
 
 def test_two_runs_into_one_folder(text_file, tmp_path):

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from nprnn.interop import (
     MissingExtraError,
@@ -34,6 +33,8 @@ from nprnn.layers.lstm import TimeLSTM, init_lstm_params
 from nprnn.layers.rnn import TimeRNN, init_rnn_params
 from nprnn.layers.stack import TimeStack, make_recurrent
 from nprnn.models.lm import LanguageModel, LMConfig
+
+torch = pytest.importorskip("torch")  # every test here compares with torch
 
 torch.set_num_threads(1)
 
