@@ -11,6 +11,7 @@ import argparse
 import time
 
 import numpy as np
+from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, commit
 
 CONFIGS = {  # name: (cell, embed, hidden, layers, batch, bptt)
     "rnnlm (LSTM 100)": ("lstm", 100, 100, 1, 20, 35),
@@ -80,6 +81,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     min_time = 3.0 if args.quick else 10.0
+    print(describe())
     print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), V={V}\n")
     print("| model | N x T | nprnn words/s | torch words/s | nprnn / torch |")
     print("|---|---|---:|---:|---:|")

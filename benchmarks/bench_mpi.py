@@ -28,6 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, commit
 
 MODELS = {
     "zaremba-small": dict(embed=200, hidden=200, layers=2),
@@ -128,6 +129,7 @@ def main():
     if launcher() is None:
         raise SystemExit('no mpiexec found: pip install "nprnn[mpi]" mpich')
     repeats = 1 if args.quick else args.repeats
+    print(describe())
     print(f"global batch {BATCH} x bptt {BPTT}, vocab {VOCAB:,}, float32, SGD + clipping; best of {repeats}\n")
     print("| model | params | K ranks x threads | ms/step | words/s | speed-up | Allreduce ms/step: wait + transfer |")
     print("|---|---:|---|---:|---:|---:|---|")

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, commit
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "reference" / "dlfs2"
@@ -222,6 +223,7 @@ def main(argv=None):
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    print(describe())
     print(f"numpy {np.__version__}, torch {version('torch')} ({args.threads} threads), BLAS {blas}")
     print(f"nprnn BLAS threads: {accel.blas_threads()} (0: BLAS's own); numba: {has_numba()}")
     print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")

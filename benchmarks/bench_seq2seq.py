@@ -72,6 +72,7 @@ from common.layers import Softmax  # noqa: E402
 from common.optimizer import Adam as BookAdam  # noqa: E402
 from common.trainer import Trainer as BookTrainer  # noqa: E402
 from common.util import eval_seq2seq  # noqa: E402
+from machine import describe  # noqa: E402 (benchmarks/machine.py: CPU, BLAS kernel, load, commit)
 
 from nprnn.data.seq2seq import load_seq2seq  # noqa: E402
 from nprnn.interop.book import import_book_seq2seq  # noqa: E402
@@ -357,6 +358,7 @@ def main():
     work = Path(ARGS.work)
     work.mkdir(parents=True, exist_ok=True)
     check_book_models()
+    print(describe())
     print(f"numpy {np.__version__}, BLAS threads {ARGS.threads}, cpus {os.cpu_count()}, load {os.getloadavg()}")
     results = {"threads": ARGS.threads, "start_load": os.getloadavg(), "tasks": []}
     start = time.perf_counter()

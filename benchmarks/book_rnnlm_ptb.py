@@ -29,6 +29,7 @@ from common.optimizer import SGD  # noqa: E402
 from common.time_layers import TimeAffine, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss  # noqa: E402
 from common.trainer import RnnlmTrainer  # noqa: E402
 from common.util import eval_perplexity  # noqa: E402
+from machine import describe  # noqa: E402 (benchmarks/machine.py: CPU, BLAS kernel, load, commit)
 
 from nprnn.data.corpus import load_corpus  # noqa: E402
 
@@ -76,6 +77,7 @@ class Rnnlm(BaseModel):
 
 
 def main():
+    print(describe())
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/book_rnnlm_ptb", help="folder for the pickle and the nprnn checkpoint")
     p.add_argument("--epochs", type=int, default=4)

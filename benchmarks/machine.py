@@ -1,0 +1,71 @@
+"""What every benchmark table records beside its figures: the CPU model, the BLAS library and the kernel
+it runs (threadpoolctl), the load, the commit. ``python benchmarks/machine.py`` prints it."""
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_features():
+    """The vector extensions OpenBLAS picks its kernels by."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "?"
+    have = set(flags.split(":", 1)[1].split())
+    return "AVX-512" if "avx512f" in have else "AVX2" if "avx2" in have else "no AVX2"
+
+
+def blas():
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "BLAS unknown (no threadpoolctl)"
+    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return (
+        "; ".join(
+            f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}, {i['num_threads']} threads"
+            for i in libs
+        )
+        or "no BLAS found"
+    )
+
+
+def commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + (" (modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def describe():
+    """One Markdown line describing the machine and the code a table was measured on."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    overrides = " ".join(
+        f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS") if k in os.environ
+    )
+    return (
+        f"*{cpu_model()} ({cpu_features()}, {os.cpu_count()} cores); numpy {np.__version__}, {blas()}"
+        f"{'; ' + overrides if overrides else ''}; load {load}; commit {commit()}*"
+    )
+
+
+if __name__ == "__main__":
+    print(describe())
