@@ -61,6 +61,13 @@ def _select_rows(name, rows, batch_size):
     return selected.astype(np.int64)
 
 
+def _too_few(name, tokens, batch_size, bptt):
+    return ValueError(
+        f"{name}: {tokens} tokens are too few for one batch of batch_size * bptt = {batch_size} * {bptt}; "
+        f"need at least {batch_size * bptt + 1}"
+    )
+
+
 def shard_rows(batch_size, rank, world_size):
     """The contiguous slice of batch rows of ``rank`` among ``world_size`` ranks (sizes differ by at most 1)."""
     batch_size = positive_int("batch_size", batch_size, "shard_rows")
@@ -99,11 +106,7 @@ class BPTTBatches:
         self.data_size = len(self.ids) - 1
         self.iters_per_epoch = max(self.data_size, 0) // (self.batch_size * self.bptt)
         if self.iters_per_epoch == 0:
-            need = self.batch_size * self.bptt + 1
-            raise ValueError(
-                f"{name}: {len(self.ids)} tokens are too few for one batch of batch_size * bptt = "
-                f"{self.batch_size} * {self.bptt}; need at least {need}"
-            )
+            raise _too_few(name, len(self.ids), self.batch_size, self.bptt)
         self.rows = _select_rows(name, rows, self.batch_size)
         self.offsets = self.rows * (self.data_size // self.batch_size)
         self.continuous = continuous
@@ -149,11 +152,7 @@ class EvalBatches:
         self.corpus_size = len(self.ids)
         self.max_iters = max(self.corpus_size - 1, 0) // (self.batch_size * self.bptt)
         if self.max_iters == 0:
-            need = self.batch_size * self.bptt + 1
-            raise ValueError(
-                f"{name}: {self.corpus_size} tokens are too few for one batch of batch_size * bptt = "
-                f"{self.batch_size} * {self.bptt}; need at least {need}"
-            )
+            raise _too_few(name, self.corpus_size, self.batch_size, self.bptt)
         self.rows = _select_rows(name, rows, self.batch_size)
         self.offsets = self.rows * ((self.corpus_size - 1) // self.batch_size)
 
