@@ -67,7 +67,7 @@ def cmd_train(args):
             seed=config.seed,
             dtype=np.dtype(args.dtype or "float32"),
         )
-        trainer = LMTrainer(model, corpus, config, out_dir, **trainer_args)
+        trainer = LMTrainer(model, corpus, config, out_dir, overwrite=bool(args.force), **trainer_args)
         trainer.extra_meta.update(data=data_path, preset=args.preset or "tiny", max_vocab=args.max_vocab)
 
     c, m = trainer.config, model.config

@@ -54,7 +54,7 @@ def cmd_train(args):
         model = build_model(
             kind, data.vocab_size, embed, hidden, config.validate().seed, np.dtype(args.dtype or "float32")
         )
-        trainer = Seq2seqTrainer(model, data, config, out_dir, **trainer_args)
+        trainer = Seq2seqTrainer(model, data, config, out_dir, overwrite=bool(args.force), **trainer_args)
         trainer.extra_meta.update(data=str(Path(data_path).resolve()), split_seed=split_seed)
 
     c, n_params = trainer.config, sum(p.size for p in model.params)

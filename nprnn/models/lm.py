@@ -25,10 +25,13 @@ from nprnn.layers.stack import make_recurrent
 
 @dataclass
 class LMConfig:
+    """The model's sizes and kind. The defaults are the ``tiny`` preset's (``nprnn train`` with no
+    options): a one-layer LSTM of 256 units over 32-dimensional embeddings."""
+
     vocab_size: int
     cell: str = "lstm"
-    embed: int = 100
-    hidden: int = 100
+    embed: int = 32
+    hidden: int = 256
     layers: int = 1
     dropout: float = 0.0
     tie_weights: bool = False

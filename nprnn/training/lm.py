@@ -10,23 +10,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nprnn._checks import positive_int
 from nprnn.checkpoint import rng_state, set_rng_state
 from nprnn.data.batching import BPTTBatches, check_batchable
 from nprnn.models.io import save_lm
 from nprnn.models.lm import evaluate, perplexity
 from nprnn.training.loop import LoopConfig, TrainingLoop
+from nprnn.training.presets import PRESETS
 
 # besides the loop's SAFE_ON_RESUME: only the validation's batching
 SAFE_ON_RESUME = ("eval_batch_size", "eval_bptt")
 
 
+_TINY = PRESETS["tiny"]
+
+
 @dataclass
 class TrainConfig(LoopConfig):
-    """A language model's training: the loop's settings plus the BPTT batches."""
+    """A language model's training: the loop's settings plus the BPTT batches. The defaults are the
+    ``tiny`` preset's, what ``nprnn train`` runs with no options."""
 
-    bptt: int = 35
-    eval_batch_size: int = 10
-    eval_bptt: int = 35
+    epochs: int = _TINY["epochs"]
+    batch_size: int = _TINY["batch_size"]
+    optimizer: str = _TINY["optimizer"]
+    lr: float = _TINY["lr"]
+    max_grad: float = _TINY["max_grad"]
+    schedule: str = _TINY["schedule"]
+    decay: float = _TINY["decay"]
+    bptt: int = _TINY["bptt"]
+    eval_batch_size: int = _TINY["eval_batch_size"]
+    eval_bptt: int = _TINY["eval_bptt"]
     # continuous: the streams and the recurrent state run on across epochs, as the textbook's
     # fit(max_epoch=E) does for Rnnlm; otherwise every epoch starts at the row offsets from a zero state
     continuous: bool = False
@@ -34,8 +47,6 @@ class TrainConfig(LoopConfig):
     def validate(self):
         super().validate()
         for name in ("bptt", "eval_batch_size", "eval_bptt"):
-            from nprnn._checks import positive_int
-
             positive_int(name, getattr(self, name))
         if not isinstance(self.continuous, bool):
             raise ValueError(f"continuous must be true or false, got {self.continuous!r}")
@@ -54,8 +65,12 @@ class LMTrainer(TrainingLoop):
     higher_is_better = False
     plot_name = "perplexity.png"
 
-    def __init__(self, model, corpus, config, out_dir, log=print, progress_bar=True, log_format="jsonl", comm=None):
-        super().__init__(model, config, out_dir, log, progress_bar, log_format, comm)
+    config_class = TrainConfig
+    default_out = "runs/lm"
+
+    def __init__(self, model, corpus, config=None, out_dir=None, log=print, progress_bar=True, log_format="jsonl",
+                 comm=None, overwrite=False):  # fmt: skip
+        super().__init__(model, config, out_dir, log, progress_bar, log_format, comm, overwrite)
         self.corpus = corpus
         self.unit = "chars" if corpus.level == "char" else "words"
         c, where = self.config, corpus.source or corpus.name
@@ -129,12 +144,20 @@ class LMTrainer(TrainingLoop):
     def save_model(self, path, arrays, meta):
         save_lm(path, self.model, self.corpus.vocab, arrays, meta)
 
-    def plot(self, ax, history):
+    def plot(self, ax, history, curve, best_epoch):
+        import math
+
+        from nprnn.training.loop import readable_log_axis
+
+        if curve:
+            ax.plot([x for x, _ in curve], [math.exp(min(loss, 50)) for _, loss in curve], "-", lw=1, label="train")
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["train_ppl"] for r in history], "o-", label="train")
         ax.plot(epochs, [r["valid_ppl"] for r in history], "s-", label="valid")
-        ax.set_ylabel("perplexity")
+        if best_epoch:
+            best = history[best_epoch - 1]["valid_ppl"]
+            ax.plot([best_epoch], [best], "*", ms=14, color="C3", label=f"best: {best:.2f} (epoch {best_epoch})")
+        ax.set_ylabel(f"perplexity (per {'character' if self.corpus.level == 'char' else 'word'})")
         ax.set_yscale("log")
+        readable_log_axis(ax.yaxis)
         m = self.model.config
         ax.set_title(f"{self.corpus.name}: {m.cell} {m.layers}x{m.hidden}")
-        ax.legend()

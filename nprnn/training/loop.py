@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -58,6 +59,10 @@ class NumericError(RuntimeError):
 
 class RunLockedError(ValueError):
     """Another run is writing into the same output folder."""
+
+
+class RunExistsError(ValueError):
+    """The output folder holds another run's checkpoint, and overwriting it was not asked for."""
 
 
 # ---------------------------------------------------------------- settings and position
@@ -146,6 +151,9 @@ class Progress:
     best_epoch: int = 0
     history: list = field(default_factory=list)
     plan: dict = field(default_factory=dict)
+    # [epoch as a float, mean training loss] every logging interval (about 20 an epoch): the plot's curve
+    curve: list = field(default_factory=list)
+    interval_loss: float = 0.0  # sum of the losses since the last curve point
 
 
 def progress_from_dict(values, where):
@@ -157,7 +165,7 @@ def progress_from_dict(values, where):
         v = values[key]
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 62:
             raise CheckpointError(f"{where}: progress {key} must be an integer >= 0, got {v!r}")
-    for key in ("epoch_loss", "epoch_seconds", "best"):
+    for key in ("epoch_loss", "epoch_seconds", "best", "interval_loss"):
         v = values[key]
         if not _number(v) or not math.isfinite(v):
             raise CheckpointError(f"{where}: progress {key} must be a finite number, got {v!r}")
@@ -169,6 +177,12 @@ def progress_from_dict(values, where):
             isinstance(k, str) and (_number(v) and math.isfinite(v) or isinstance(v, bool)) for k, v in record.items()
         ):
             raise CheckpointError(f"{where}: progress history records must map names to finite numbers")
+    curve = values["curve"]
+    if not isinstance(curve, list) or not all(
+        isinstance(point, list) and len(point) == 2 and all(_number(v) and math.isfinite(v) for v in point)
+        for point in curve
+    ):
+        raise CheckpointError(f"{where}: progress curve must be a list of [epoch, loss] pairs of finite numbers")
     plan = values["plan"]
     if not isinstance(plan, dict) or set(plan) != {"step", "epoch", "lr", "end"}:
         raise CheckpointError(f"{where}: progress plan must have the keys step, epoch, lr, end, got {plan!r}")
@@ -295,13 +309,29 @@ def _running(pid):
     return True
 
 
+_SAID = set()  # the notes said once per process
+
+
+def say_once(key, text):
+    """Print ``text`` on stderr the first time ``key`` comes up in this process."""
+    if key not in _SAID:
+        _SAID.add(key)
+        print(text, file=sys.stderr)
+
+
+EXTRA_NOTE = "nprnn: pip install 'nprnn[train]' adds the progress bar, the plots and BLAS thread control"
+
+
 def progress_bar(enabled, total, initial, desc, unit="batch"):
-    """A tqdm bar over the batches of an epoch, or None when disabled or tqdm is not installed."""
-    if not enabled:
+    """A tqdm bar (``tqdm.auto``: a widget in Jupyter) over the batches of the whole run, or None when
+    disabled, when stderr is not a terminal nor a notebook (a log file then gets one line per epoch),
+    or when tqdm is not installed."""
+    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
         return None
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
+        say_once("extra", EXTRA_NOTE)
         return None
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
@@ -346,10 +376,16 @@ class TrainingLoop:
     plot_name = "perplexity.png"
     unit = "words"
 
-    def __init__(self, model, config, out_dir, log=print, progress_bar=True, log_format="jsonl", comm=None):
+    config_class = LoopConfig
+    default_out = "runs/run"
+
+    def __init__(self, model, config=None, out_dir=None, log=print, progress_bar=True, log_format="jsonl",
+                 comm=None, overwrite=False):  # fmt: skip
+        config = self.config_class() if config is None else config
         self.model, self.config = model, config.validate()
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir if out_dir is not None else self.default_out)
         self.log, self.progress_bar, self.log_format = log, progress_bar, log_format
+        self.overwrite, self._resumed = overwrite, False
         self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr)
         self.parallel = None
         if comm is not None:
@@ -440,6 +476,7 @@ class TrainingLoop:
         """Load the training state of a checkpoint (the model's parameters are already loaded)."""
         check_resumable(meta, where)
         self.progress = progress_from_dict(meta["progress"], where)
+        self._resumed = True
         try:
             optimizer_from_checkpoint(self.optimizer, arrays, meta.get("optimizer"))
             self.restore_training_state(arrays, meta, where)
@@ -460,16 +497,36 @@ class TrainingLoop:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._lock = RunLock(self.out_dir).acquire()
         old_handler = signal.signal(signal.SIGINT, self._request_stop)
+        p, c = self.progress, self.config
+        self._bar = None
         try:
+            fresh = not self._resumed and p.step == 0 and not p.history  # not continuing a run of its own
+            if self.root and fresh and not self.overwrite and self.checkpoint_path.exists():
+                raise RunExistsError(
+                    f"{self.out_dir} holds another run ({self.checkpoint_path.name}); resume it, or pass "
+                    "overwrite=True (--force) to start over, or another out_dir (--out)"
+                )
             if self.root:  # from the checkpoint's history: a kill at any moment leaves nothing stale
                 self._write_reports()
-            while self.progress.epoch < self.config.epochs:
+            total = c.epochs * self.iters_per_epoch
+            self._bar = progress_bar(self.progress_bar, total, min(p.epoch * self.iters_per_epoch + p.iteration,
+                                     total), f"epoch {p.epoch + 1}/{c.epochs}", "batch")  # fmt: skip
+            while p.epoch < c.epochs:
                 self._run_epoch()
         finally:
+            if self._bar is not None:
+                self._bar.close()
             signal.signal(signal.SIGINT, old_handler)
             if self._lock is not None:
                 self._lock.release()
-        return self.progress.history
+        return p.history
+
+    def _say(self, line):
+        """A line for the log: above the progress bar while one is shown."""
+        if self._bar is not None and self.log is print:
+            self._bar.write(line)
+        else:
+            self.log(line)
 
     def _request_stop(self, signum, frame):
         if self.parallel is not None:  # stop once every rank knows: the next step's Allreduce tells them
@@ -511,12 +568,20 @@ class TrainingLoop:
         if p.iteration == 0:
             p.epoch_loss, p.epoch_seconds = 0.0, 0.0
         self.start_epoch()
-        bar = progress_bar(self.progress_bar, self.iters_per_epoch, p.iteration, f"epoch {p.epoch + 1}/{c.epochs}")
+        bar, iters = self._bar, self.iters_per_epoch
+        if bar is not None:
+            bar.set_description(f"epoch {p.epoch + 1}/{c.epochs}", refresh=False)
+        interval = max(iters // 20, 1)  # the plot's curve: about 20 points an epoch
         start, seconds_before, tokens = time.perf_counter(), p.epoch_seconds, 0
-        while p.iteration < self.iters_per_epoch:
+        while p.iteration < iters:
             x, t = self.batch(p.iteration)
             loss = self.step(x, t)
             p.iteration, p.step, p.epoch_loss = p.iteration + 1, p.step + 1, p.epoch_loss + loss
+            p.interval_loss += loss
+            if p.iteration % interval == 0 or p.iteration == iters:
+                done = p.iteration % interval or interval
+                p.curve.append([p.epoch + p.iteration / iters, p.interval_loss / done])
+                p.interval_loss = 0.0
             tokens += self.tokens(x)
             elapsed = time.perf_counter() - start
             p.epoch_seconds = seconds_before + elapsed
@@ -524,17 +589,16 @@ class TrainingLoop:
                 bar.update(1)
                 rate = f"{tokens * (self.parallel.size if self.parallel else 1) / max(elapsed, 1e-9):,.0f}"
                 bar.set_postfix({"loss": f"{loss:.4f}", f"{self.unit}/s": rate}, refresh=False)
-            self._after_step(bar)
-        if bar is not None:
-            bar.close()
+            self._after_step()
         self._end_epoch()
 
-    def _after_step(self, bar):
+    def _after_step(self):
         """After an update: stop if asked to (saving first), or checkpoint if ``save_every`` says so."""
         p, c = self.progress, self.config
         if self._stop_requested:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
             self.save()
             raise KeyboardInterrupt(f"interrupted at step {p.step}; resumable checkpoint in {self.checkpoint_path}")
         if c.save_every and p.step % c.save_every == 0 and p.iteration < self.iters_per_epoch:
@@ -560,7 +624,7 @@ class TrainingLoop:
         p.history.append(record)
         if improved:
             p.best, p.best_epoch = value, p.epoch + 1
-        self.log(self.epoch_line(record) + ("  (best)" if improved else ""))
+        self._say(self.epoch_line(record) + ("  (best)" if improved else ""))
         p.epoch, p.iteration = p.epoch + 1, 0
         if improved:
             self.save_best(value)
@@ -577,23 +641,44 @@ class TrainingLoop:
         if self.progress.history:
             self._plot()
 
-    def _plot(self):
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError:
-            return
-        fig = Figure(figsize=(6, 4))
+    def figure(self):
+        """The training curves as a matplotlib ``Figure`` (shown inline in a notebook): the training
+        loss every logging interval, the validation metric every epoch, the best epoch marked."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        fig = Figure(figsize=(6.4, 4))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        self.plot(ax, self.progress.history)
+        self.plot(ax, self.progress.history, self.progress.curve, self.progress.best_epoch)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0, max(self.progress.epoch, 1) + 0.05)
         ax.grid(True, alpha=0.3)
+        ax.legend()
         fig.tight_layout()
+        return fig
+
+    def _plot(self):
+        try:
+            fig = self.figure()
+        except ImportError:
+            say_once("extra", EXTRA_NOTE)
+            return
         write_atomic(self.out_dir / self.plot_name, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
         # a figure is a web of reference cycles: free it now, not at Python's next full collection
         fig.clear()
         gc.collect()
+
+
+def readable_log_axis(axis):
+    """Plain numbers (3, 4, 6, 10, 20...) on a log axis instead of 6x10^0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def open_resume(checkpoint, load, config_class, force=False):

@@ -61,7 +61,12 @@ class Seq2seqTrainer(TrainingLoop):
     plot_name = "accuracy.png"
     unit = "examples"
 
-    def __init__(self, model, data, config, out_dir, log=print, progress_bar=True, log_format="jsonl", comm=None):
+    config_class = Seq2seqConfig
+    default_out = "runs/seq2seq"
+
+    def __init__(self, model, data, config=None, out_dir=None, log=print, progress_bar=True, log_format="jsonl",
+                 comm=None, overwrite=False):  # fmt: skip
+        config = Seq2seqConfig() if config is None else config
         n_train, B = len(data.x_train), config.batch_size
         if n_train < B:
             raise ValueError(
@@ -76,7 +81,7 @@ class Seq2seqTrainer(TrainingLoop):
                 f"{comm.Get_size()} MPI ranks need a test split of at least {comm.Get_size()} examples, "
                 f"{data.path} has {len(data.x_test)}; use fewer ranks"
             )
-        super().__init__(model, config, out_dir, log, progress_bar, log_format, comm)
+        super().__init__(model, config, out_dir, log, progress_bar, log_format, comm, overwrite)
         self.data = data
         # Its own stream (not the weights' seed sequence), so changing the model does not change the order.
         self.shuffle_rng = np.random.default_rng([config.seed, 1])
@@ -148,9 +153,17 @@ class Seq2seqTrainer(TrainingLoop):
     def save_model(self, path, arrays, meta):
         save_seq2seq(path, self.model, self.data, arrays, meta)
 
-    def plot(self, ax, history):
-        ax.plot([r["epoch"] for r in history], [r["test_accuracy"] for r in history], "o-")
-        ax.set_ylabel("test exact-match accuracy")
-        ax.set_ylim(-0.05, 1.05)
+    def plot(self, ax, history, curve, best_epoch):
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [100 * r["test_accuracy"] for r in history], "o-", color="C1", label="test exact match")
+        if best_epoch:
+            best = 100 * history[best_epoch - 1]["test_accuracy"]
+            ax.plot([best_epoch], [best], "*", ms=14, color="C3", label=f"best: {best:.2f}% (epoch {best_epoch})")
+        ax.set_ylabel("test exact-match accuracy (%)")
+        ax.set_ylim(-5, 105)
+        if curve:
+            loss_ax = ax.twinx()
+            loss_ax.plot([x for x, _ in curve], [loss for _, loss in curve], "-", lw=1, color="C0", alpha=0.7)
+            loss_ax.set_ylabel("training loss (blue)")
         m = self.model.config
-        ax.set_title(f"{Path(self.data.path).name}: {m['kind']}, hidden {m['hidden']}")
+        ax.set_title(f"{Path(self.data.path).name or 'data'}: {m['kind']}, hidden {m['hidden']}")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import nprnn.data.corpus
-import nprnn.training.lm
+import nprnn.models.lm
 from nprnn.cli import main
 from nprnn.data.corpus import load_corpus
 from nprnn.models.lm import LanguageModel, LMConfig
@@ -160,12 +160,12 @@ def traced_eval(checkpoint, path, monkeypatch):
     """(peak bytes allocated while `nprnn eval --ids` runs (tracemalloc), the ids its batcher got)."""
     seen = []
 
-    class SpyBatches(nprnn.training.lm.EvalBatches):
+    class SpyBatches(nprnn.models.lm.EvalBatches):
         def __init__(self, ids, *args, **kwargs):
             seen.append(ids)
             super().__init__(ids, *args, **kwargs)
 
-    monkeypatch.setattr(nprnn.training.lm, "EvalBatches", SpyBatches)
+    monkeypatch.setattr(nprnn.models.lm, "EvalBatches", SpyBatches)
     gc.collect()
     tracemalloc.start()
     try:

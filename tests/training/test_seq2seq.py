@@ -91,8 +91,11 @@ def test_same_seed_same_numbers(toy, tmp_path):
 
 
 def test_each_epoch_draws_a_new_seeded_order(toy, tmp_path, monkeypatch):
+    runs = []
+
     def batches_seen(seed):
-        trainer = make(toy, tmp_path / f"order{seed}", epochs=2, seed=seed)
+        runs.append(seed)
+        trainer = make(toy, tmp_path / f"order{len(runs)}", epochs=2, seed=seed)
         seen = []
         monkeypatch.setattr(trainer, "step", lambda x, t: seen.append(x.copy()) or 1.0)
         trainer.run()
