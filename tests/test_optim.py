@@ -36,6 +36,7 @@ def torch_module():
     torch.set_num_threads(1)
     return torch
 
+
 SHAPES = [(3, 4), (4,), (2, 3, 2)]
 
 
