@@ -49,7 +49,11 @@ def numbers_after(label, text):
 
 def test_notebooks_are_saved_without_outputs():
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert [p.name for p in paths] == ["01_rnn_from_the_textbook.ipynb"]
+    assert [p.name for p in paths] == [
+        "01_rnn_from_the_textbook.ipynb",
+        "02_language_model.ipynb",
+        "03_seq2seq_attention_dates.ipynb",
+    ]
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -76,3 +80,27 @@ def test_01_rnn_from_the_textbook(tmp_path):
     assert "gradient check passed" in text
     # the chapter-6 plot
     assert len(images(nb)) == 1
+
+
+def test_02_language_model(tmp_path):
+    nb, text = run_notebook("02_language_model.ipynb", tmp_path)
+    (untrained,) = numbers_after("valid perplexity before training:", text)
+    (final,) = numbers_after("final valid perplexity:", text)
+    assert untrained > 80  # about the vocabulary size: a uniform guess
+    assert final < 0.5 * untrained
+    samples = re.findall(r"--- temperature ([\d.]+)\nThe ", text)
+    assert samples == ["0.5", "1.0", "1.5"]
+    assert re.search(r"loaded model: valid perplexity [\d.]+, same sample: True", text)
+    assert f"loaded model: valid perplexity {final:.2f}" in text
+    assert len(images(nb)) == 1
+    assert not list(tmp_path.iterdir()), "the run's files belong in a temporary folder, not the working directory"
+
+
+def test_03_seq2seq_attention_dates(tmp_path):
+    nb, text = run_notebook("03_seq2seq_attention_dates.ipynb", tmp_path)
+    assert (tmp_path / "dates.txt").read_text().count("\n") == 5000
+    (accuracy,) = re.findall(r"test accuracy: ([\d.]+)% of 500 test questions", text)
+    assert float(accuracy) > 80
+    right, asked = map(int, re.search(r"(\d+) of (\d+) right", text).groups())
+    assert asked == 8 and right >= 6
+    assert len(images(nb)) == 2  # the curves and the attention heatmaps
