@@ -150,15 +150,17 @@ def _run_name(args):
     return f"builtin-{preset}" if args.data is None else f"{Path(args.data).stem}-{preset}"
 
 
-def _print_sample(model, vocab, prompt, length, temperature, top_k, seed):
+def _sample(model, vocab, prompt, length, temperature, top_k, seed):
     from nprnn.models.lm import generate
 
     ids = generate(model, vocab, prompt, length, temperature, top_k, seed, skip_ids=(vocab.unk_id,))
     text = vocab.decode(ids)
-    if vocab.level == "word" and prompt:
-        text = " " + text
+    return prompt + (" " + text if vocab.level == "word" and prompt else text)
+
+
+def _print_sample(model, vocab, prompt, length, temperature, top_k, seed):
     print(f"--- sample (temperature {temperature}, seed {seed}) ---")
-    print(prompt + text)
+    print(_sample(model, vocab, prompt, length, temperature, top_k, seed))
     print("---")
 
 
@@ -205,7 +207,9 @@ def cmd_generate(args):
     from nprnn.models.io import load_lm
 
     model, vocab, _, _ = load_lm(args.checkpoint)
-    _print_sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    text = _sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    print(f"nprnn: sample of {args.checkpoint} (temperature {args.temperature}, seed {args.seed})", file=sys.stderr)
+    print(text)  # the sample alone on stdout, so it can be piped or redirected
     return 0
 
 

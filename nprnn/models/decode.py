@@ -140,7 +140,7 @@ def attention_weights(model, vocab, question):
     """Where an attention model looked while answering ``question`` (greedy):
     ``(weights (answer length, question width), question characters, answer characters)``, the
     question in reading order (the columns are flipped back for a model trained on reversed
-    questions) and padded as in the data file."""
+    questions), without the padding the data file adds after it."""
     if not hasattr(model, "attention_map"):
         raise ValueError(f"an attention map needs an attention model; this one is a {type(model).__name__}")
     x = vocab.encode_question(question)[None]
@@ -148,4 +148,5 @@ def attention_weights(model, vocab, question):
     weights = model.attention_map(x, vocab.start_id, answer)[0]
     if vocab.reverse:
         weights = weights[:, ::-1]
-    return weights, list(question.ljust(vocab.question_width)), list(vocab.decode(answer[0]))
+    shown = max(len(question.rstrip()), 1)  # the padding columns carry no information: left out
+    return weights[:, :shown], list(question[:shown]), list(vocab.decode(answer[0]))

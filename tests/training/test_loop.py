@@ -283,3 +283,69 @@ def test_loop_config_refuses_bad_numbers():
                        ("epochs", 0), ("seed", -1), ("optimizer", "lbfgs"), ("schedule", "linear")]:  # fmt: skip
         with pytest.raises(ValueError, match=field.split("_")[0]):
             replace(LoopConfig(), **{field: bad}).validate()
+
+
+# ---------------------------------------------------------------- the Python API (issue 17)
+
+
+def test_defaults_are_the_command_lines(corpus):
+    from dataclasses import asdict
+
+    from nprnn.training.presets import split_preset
+
+    model_settings, train_settings, _ = split_preset("tiny")
+    assert {k: asdict(TrainConfig())[k] for k in train_settings} == train_settings
+    assert {k: asdict(LMConfig(vocab_size=5))[k] for k in model_settings} == model_settings
+    big = load_corpus(level="char")  # the built-in corpus, as nprnn train with no options
+    trainer = LMTrainer(LanguageModel(LMConfig(vocab_size=len(big.vocab), hidden=8)), big)
+    assert trainer.config == TrainConfig() and str(trainer.out_dir) == "runs/lm"
+
+
+def test_the_trainers_import_lazily():
+    code = (
+        "import sys, nprnn.training as t\nassert 'nprnn.training.loop' not in sys.modules\n"
+        "from nprnn.training import LMTrainer, Seq2seqConfig\nprint(LMTrainer.__module__, Seq2seqConfig.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["nprnn.training.lm", "nprnn.training.seq2seq"], out.stderr
+
+
+def test_a_folder_holding_another_run_is_not_overwritten_unless_asked(corpus, tmp_path):
+    from nprnn.training.loop import RunExistsError
+
+    make(corpus, tmp_path / "r", epochs=1).run()
+    before = (tmp_path / "r" / "checkpoint.npz").read_bytes()
+    with pytest.raises(RunExistsError, match="holds another run"):
+        make(corpus, tmp_path / "r", epochs=1, seed=2).run()
+    assert (tmp_path / "r" / "checkpoint.npz").read_bytes() == before
+    other = make(corpus, tmp_path / "r", epochs=1, seed=2)
+    other.overwrite = True
+    other.run()
+    assert (tmp_path / "r" / "checkpoint.npz").read_bytes() != before
+
+
+def test_figure_shows_the_curves_the_best_epoch_and_plain_numbers(corpus, tmp_path):
+    trainer = make(corpus, tmp_path / "fig", epochs=2)
+    trainer.run()
+    fig = trainer.figure()
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["train", "valid"] and labels[2].startswith("best: ")
+    train_x = ax.get_lines()[0].get_xdata()
+    assert len(train_x) == 2 * 5 and train_x[-1] == 2.0  # a point per logging interval, in epochs
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and not any("10^" in t or "\\times" in t for t in ticks)
+    assert all(float(t.get_text()).is_integer() for t in ax.get_xticklabels() if t.get_text())
+
+
+def test_no_bar_frames_when_the_output_is_not_a_terminal(corpus, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "nprnn", "train", "--data", str(tmp_path / "tiny.txt"), "--level", "word",
+         "--out", str(tmp_path / "piped"), "--hidden", "8", "--embed", "8", "--epochs", "3", "--batch-size", "4",
+         "--bptt", "6", "--eval-batch-size", "2", "--eval-bptt", "5", "--sample-length", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stderr + run.stdout and "batch/s" not in run.stderr
+    assert [line.split()[1] for line in run.stdout.splitlines() if line.startswith("epoch ")] == ["1/3", "2/3", "3/3"]

@@ -309,8 +309,8 @@ def test_attention_follows_the_reversal(toy, tmp_path):
     np.testing.assert_allclose(weights.argmax(axis=2).mean(axis=0), [3, 2, 1, 0], atol=0.5)
     # the plotted map: rows are answer characters, columns the question as written
     weights, question, answer = attention_weights(model, toy, "abcd")
-    assert question == list("abcd ") and answer == list("dcba")
-    assert weights.shape == (4, 5) and weights.argmax(axis=1).tolist() == [3, 2, 1, 0]
+    assert question == list("abcd") and answer == list("dcba")  # the padding column is left out
+    assert weights.shape == (4, 4) and weights.argmax(axis=1).tolist() == [3, 2, 1, 0]
 
 
 # ---------------------------------------------------------------- checkpoints
