@@ -35,6 +35,9 @@ def init_gru_params(D, H, seed=0, dtype=np.float32):
 class GRU(Cell):
     """One time step of a GRU; the readable reference for ``TimeGRU``.
 
+    Weights: ``GRU(*init_gru_params(D, H, seed=0))`` (``Wx: (D, 3H)``, ``Wh: (H, 3H)``, ``b: (3H,)``,
+    ``bhn: (H,)``, gates r, z, n as in PyTorch).
+
     ``forward(x: (N, D), h_prev: (N, H)) -> h_next: (N, H)``
     ``backward(dh_next: (N, H)) -> (dx: (N, D), dh_prev: (N, H))``, writing
     ``dWx, dWh, db, dbhn`` into ``grads`` in place.
@@ -81,6 +84,9 @@ class GRU(Cell):
 
 class TimeGRU(TimeRecurrent):
     """A GRU over whole sequences, with truncated BPTT.
+
+    Weights: ``TimeGRU(*init_gru_params(D, H, seed=0), stateful=True)`` (``Wx: (D, 3H)``, ``Wh: (H, 3H)``,
+    ``b: (3H,)``, ``bhn: (H,)``; ``init_gru_params`` is in ``nprnn.layers``), or arrays of your own.
 
     ``forward(xs: (N, T, D), h0: (N, H) | None, *, lengths: (N,) | None) -> hs: (N, T, H)``
     ``backward(dhs: (N, T, H), dh_final: (N, H) | None) -> dxs: (N, T, D)``

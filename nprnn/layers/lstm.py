@@ -33,6 +33,9 @@ def init_lstm_params(D, H, seed=0, dtype=np.float32):
 class LSTM(Cell):
     """One time step of an LSTM; the readable reference for ``TimeLSTM``.
 
+    Weights: ``LSTM(*init_lstm_params(D, H, seed=0))`` (``Wx: (D, 4H)``, ``Wh: (H, 4H)``, ``b: (4H,)``,
+    gates f, g, i, o as in the textbook).
+
     ``forward(x: (N, D), h_prev: (N, H), c_prev: (N, H)) -> (h_next: (N, H), c_next: (N, H))``
     ``backward(dh_next: (N, H), dc_next: (N, H)) -> (dx: (N, D), dh_prev: (N, H), dc_prev: (N, H))``,
     writing ``dWx, dWh, db`` into ``grads`` in place.
@@ -82,6 +85,9 @@ class LSTM(Cell):
 
 class TimeLSTM(TimeRecurrent):
     """An LSTM over whole sequences, with truncated BPTT.
+
+    Weights: ``TimeLSTM(*init_lstm_params(D, H, seed=0), stateful=True)`` (``Wx: (D, 4H)``, ``Wh: (H, 4H)``,
+    ``b: (4H,)``, gates f, g, i, o; ``init_lstm_params`` is in ``nprnn.layers``), or arrays of your own.
 
     ``forward(xs: (N, T, D), h0: (N, H) | None, c0: (N, H) | None, *, lengths: (N,) | None,
     step_bias: (N, 4H) | None) -> hs: (N, T, H)``

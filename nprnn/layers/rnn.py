@@ -21,6 +21,9 @@ def init_rnn_params(D, H, seed=0, dtype=np.float32):
 class RNN(Cell):
     """One time step of a tanh RNN; the readable reference for ``TimeRNN``.
 
+    Weights: ``RNN(*init_rnn_params(D, H, seed=0))`` (``Wx: (D, H)``, ``Wh: (H, H)``, ``b: (H,)``, float32;
+    ``dtype=np.float64`` for float64), or arrays of your own of those shapes.
+
     ``forward(x: (N, D), h_prev: (N, H)) -> h_next: (N, H)``
     ``backward(dh_next: (N, H)) -> (dx: (N, D), dh_prev: (N, H))``, writing
     ``dWx, dWh, db`` into ``grads`` in place.
@@ -54,6 +57,9 @@ class RNN(Cell):
 
 class TimeRNN(TimeRecurrent):
     """A tanh RNN over whole sequences, with truncated BPTT.
+
+    Weights: ``TimeRNN(*init_rnn_params(D, H, seed=0), stateful=True)`` (``Wx: (D, H)``, ``Wh: (H, H)``,
+    ``b: (H,)``; ``init_rnn_params`` is in ``nprnn.layers``), or arrays of your own of those shapes.
 
     ``forward(xs: (N, T, D), h0: (N, H) | None, lengths: (N,) | None) -> hs: (N, T, H)``
     ``backward(dhs: (N, T, H), dh_final: (N, H) | None) -> dxs: (N, T, D)``
