@@ -349,3 +349,17 @@ def test_no_bar_frames_when_the_output_is_not_a_terminal(corpus, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "\r" not in run.stderr + run.stdout and "batch/s" not in run.stderr
     assert [line.split()[1] for line in run.stdout.splitlines() if line.startswith("epoch ")] == ["1/3", "2/3", "3/3"]
+
+
+def test_a_numpy_only_install_says_once_what_the_train_extra_adds(corpus, tmp_path):
+    code = (
+        "import sys\nsys.modules['matplotlib'] = None\nsys.modules['tqdm'] = None\n"  # as if not installed
+        "from nprnn.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(tmp_path / 'tiny.txt')!r}, '--level', 'word', '--out', "
+        f"{str(tmp_path / 'bare')!r}, '--hidden', '8', '--embed', '8', '--epochs', '3', '--batch-size', '4', "
+        "'--bptt', '6', '--eval-batch-size', '2', '--eval-bptt', '5', '--sample-length', '0']))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("pip install 'nprnn[train]' adds the progress bar, the plots") == 1
+    assert (tmp_path / "bare" / "metrics.jsonl").is_file() and not (tmp_path / "bare" / "perplexity.png").exists()
