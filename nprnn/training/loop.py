@@ -644,17 +644,14 @@ class TrainingLoop:
     def figure(self):
         """The training curves as a matplotlib ``Figure`` (shown inline in a notebook): the training
         loss every logging interval, the validation metric every epoch, the best epoch marked."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
-        fig = Figure(figsize=(6.4, 4))
-        FigureCanvasAgg(fig)
+        fig = new_figure(figsize=(6.4, 4))
         ax = fig.add_subplot()
         self.plot(ax, self.progress.history, self.progress.curve, self.progress.best_epoch)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(0, max(self.progress.epoch, 1) + 0.05)
+        ax.set_xlim(0, max(self.progress.epoch, 1) + 0.25)  # room for the best epoch's marker
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -670,6 +667,24 @@ class TrainingLoop:
         # a figure is a web of reference cycles: free it now, not at Python's next full collection
         fig.clear()
         gc.collect()
+
+
+def new_figure(**kwargs):
+    """A matplotlib ``Figure`` that draws without a display. In a Jupyter kernel it comes from pyplot
+    (closed at once, so it shows once, as the cell's value), because only then does the inline
+    backend display it; elsewhere it is a plain Agg figure that pyplot never holds on to."""
+    if "ipykernel" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(**kwargs)
+        plt.close(fig)
+        return fig
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def readable_log_axis(axis):
