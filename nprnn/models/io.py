@@ -9,12 +9,11 @@ parameters' shapes against it before a model is built, so a crafted file cannot 
 allocate more than the file honestly holds.
 """
 
-import math
 import re
 
 import numpy as np
 
-from nprnn.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
+from nprnn.checkpoint import CheckpointError, meta_value, open_checkpoint, save_checkpoint
 from nprnn.data.seq2seq import Seq2seqData
 from nprnn.data.vocab import Vocab
 from nprnn.models import lm as lm_module
@@ -45,29 +44,6 @@ def set_params(model, params, where):
         if not np.all(np.isfinite(new)):
             raise ValueError(f"{where}: parameter {i} holds NaN or infinite values")
         p[...] = new
-
-
-def check_value(where, what, value, kind, low=None, high=None, choices=None):
-    """``value`` if it is of ``kind`` ("int", "float", "bool", "str") within ``[low, high]`` / ``choices``,
-    else a ``CheckpointError`` naming ``where`` and ``what``. For metadata read from a file."""
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[kind]
-    if ok and choices is not None:
-        ok = value in choices
-    if ok and low is not None:
-        ok = value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        want = f"one of {', '.join(map(str, choices))}" if choices else f"a {kind}"
-        if low is not None or high is not None:
-            want += f" in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise CheckpointError(f"{where}: metadata {what} must be {want}, got {value!r}")
-    return value
 
 
 _OPT = re.compile(r"opt/[a-z_]+\.(\d+)")
@@ -128,17 +104,17 @@ def lm_config(meta, where):
     unknown = set(model) - set(lm_module.LMConfig.__dataclass_fields__)
     if unknown:
         raise CheckpointError(f"{where}: unknown model settings {sorted(unknown)}")
-    where_m = f"{where}"
+    m = {"model": model}  # the values' keys as the file has them: "model.hidden"
     values = {
-        "vocab_size": check_value(where_m, "model.vocab_size", model.get("vocab_size"), "int", 1, MAX_VOCAB),
-        "cell": check_value(where_m, "model.cell", model.get("cell", "lstm"), "str", choices=("rnn", "lstm", "gru")),
-        "embed": check_value(where_m, "model.embed", model.get("embed", 100), "int", 1, MAX_SIZE),
-        "hidden": check_value(where_m, "model.hidden", model.get("hidden", 100), "int", 1, MAX_SIZE),
-        "layers": check_value(where_m, "model.layers", model.get("layers", 1), "int", 1, MAX_LAYERS),
-        "dropout": check_value(where_m, "model.dropout", model.get("dropout", 0.0), "float", 0.0, 0.999999),
-        "tie_weights": check_value(where_m, "model.tie_weights", model.get("tie_weights", False), "bool"),
-        "init": check_value(where_m, "model.init", model.get("init", "xavier"), "str", choices=("xavier", "uniform")),
-        "init_scale": check_value(where_m, "model.init_scale", model.get("init_scale", 0.1), "float", 1e-30),
+        "vocab_size": meta_value(where, m, "model.vocab_size", int, low=1, high=MAX_VOCAB),
+        "cell": meta_value(where, m, "model.cell", str, choices=("rnn", "lstm", "gru"), default="lstm"),
+        "embed": meta_value(where, m, "model.embed", int, low=1, high=MAX_SIZE, default=100),
+        "hidden": meta_value(where, m, "model.hidden", int, low=1, high=MAX_SIZE, default=100),
+        "layers": meta_value(where, m, "model.layers", int, low=1, high=MAX_LAYERS, default=1),
+        "dropout": meta_value(where, m, "model.dropout", float, low=0.0, high=0.999999, default=0.0),
+        "tie_weights": meta_value(where, m, "model.tie_weights", bool, default=False),
+        "init": meta_value(where, m, "model.init", str, choices=("xavier", "uniform"), default="xavier"),
+        "init_scale": meta_value(where, m, "model.init_scale", float, low=1e-30, default=0.1),
     }
     try:
         return lm_module.LMConfig(**values).validate()
@@ -155,7 +131,7 @@ def load_lm(path, dtype=None):
 def _load_lm(reader, dtype):
     where, meta = reader.path, reader.meta
     config = lm_config(meta, where)
-    level = check_value(where, "level", meta.get("level"), "str", choices=("word", "char"))
+    level = reader.value("level", str, choices=("word", "char"))
     if "vocab" not in reader.names:
         raise CheckpointError(f"{where}: no vocabulary member")
     state = (config.layers, None, config.hidden)  # the carried recurrent state: (L, N, H)
@@ -204,11 +180,12 @@ def seq2seq_config(meta, where):
     unknown = set(model) - {"kind", "vocab_size", "embed", "hidden"}
     if unknown:
         raise CheckpointError(f"{where}: unknown model settings {sorted(unknown)}")
+    m = {"model": model}
     return {
-        "kind": check_value(where, "model.kind", model.get("kind"), "str", choices=tuple(seq2seq_module.MODELS)),
-        "vocab_size": check_value(where, "model.vocab_size", model.get("vocab_size"), "int", 2, MAX_VOCAB),
-        "embed": check_value(where, "model.embed", model.get("embed"), "int", 1, MAX_SIZE),
-        "hidden": check_value(where, "model.hidden", model.get("hidden"), "int", 1, MAX_SIZE),
+        "kind": meta_value(where, m, "model.kind", str, choices=tuple(seq2seq_module.MODELS)),
+        "vocab_size": meta_value(where, m, "model.vocab_size", int, low=2, high=MAX_VOCAB),
+        "embed": meta_value(where, m, "model.embed", int, low=1, high=MAX_SIZE),
+        "hidden": meta_value(where, m, "model.hidden", int, low=1, high=MAX_SIZE),
     }
 
 
@@ -221,8 +198,8 @@ def load_seq2seq(path, dtype=None):
 def _load_seq2seq(reader, dtype):
     where, meta = reader.path, reader.meta
     config = seq2seq_config(meta, where)
-    widths = [check_value(where, k, meta.get(k), "int", 1, 1 << 16) for k in ("question_width", "answer_width")]
-    reverse = check_value(where, "reverse", meta.get("reverse"), "bool")
+    widths = [reader.value(k, int, low=1, high=1 << 16) for k in ("question_width", "answer_width")]
+    reverse = reader.value("reverse", bool)
     shapes = seq2seq_module.param_shapes(config["kind"], config["vocab_size"], config["embed"], config["hidden"])
     if "vocab" not in reader.names:
         raise CheckpointError(f"{where}: no vocabulary member")

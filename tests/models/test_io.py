@@ -142,15 +142,15 @@ def lm_file(tmp_path, **meta_changes):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(hidden=10**6), r"metadata model.hidden must be a int in \[1, 65536\], got 1000000"),
-        (dict(layers=10**7), r"metadata model.layers must be a int in \[1, 64\], got 10000000"),
-        (dict(vocab_size=2**40), "metadata model.vocab_size must be a int"),
-        (dict(hidden="5"), "metadata model.hidden must be a int"),
-        (dict(hidden=5.0), "metadata model.hidden must be a int"),
-        (dict(tie_weights=1), "metadata model.tie_weights must be a bool"),
-        (dict(dropout=float("nan")), "metadata model.dropout must be a float"),
-        (dict(init_scale=-1.0), "metadata model.init_scale must be a float"),
-        (dict(cell="lstmx"), "metadata model.cell must be one of rnn, lstm, gru"),
+        (dict(hidden=10**6), r"metadata 'model.hidden' must be int in \[1, 65536\], got 1000000"),
+        (dict(layers=10**7), r"metadata 'model.layers' must be int in \[1, 64\], got 10000000"),
+        (dict(vocab_size=2**40), r"metadata 'model.vocab_size' must be int in \[1, 16777216\], got 1099511627776"),
+        (dict(hidden="5"), r"metadata 'model.hidden' must be int in \[1, 65536\], got '5'"),
+        (dict(hidden=5.0), r"metadata 'model.hidden' must be int in \[1, 65536\], got 5.0"),
+        (dict(tie_weights=1), "metadata 'model.tie_weights' must be bool, got 1"),
+        (dict(dropout=float("nan")), r"metadata 'model.dropout' must be float in \[0.0, 0.999999\], got nan"),
+        (dict(init_scale=-1.0), r"metadata 'model.init_scale' must be float in \[1e-30, inf\], got -1.0"),
+        (dict(cell="lstmx"), "metadata 'model.cell' must be str among 'rnn', 'lstm', 'gru', got 'lstmx'"),
         (dict(extra=1), r"unknown model settings \['extra'\]"),
         (dict(hidden=6), r"member 'param/001.npy' has shape \(4, 20\); expected \(4, 24\)"),
     ],
@@ -250,4 +250,4 @@ def test_a_crafted_file_is_one_line_and_exit_2_on_the_command_line(tmp_path):
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 2, out.stderr
-        assert out.stderr.count("\n") == 1 and "bad.npz" in out.stderr and "model.layers" in out.stderr
+        assert out.stderr.count("\n") == 1 and "bad.npz" in out.stderr and "'model.layers'" in out.stderr
