@@ -4,7 +4,6 @@ import signal
 import numpy as np
 import pytest
 
-from nprnn.data.corpus import load_corpus
 from nprnn.models.io import load_lm
 from nprnn.models.lm import LanguageModel, LMConfig
 from nprnn.training.lm import LMTrainer as Trainer
@@ -12,13 +11,6 @@ from nprnn.training.lm import TrainConfig, evaluate
 from nprnn.training.loop import NumericError, TrainingLoop
 
 TEXT = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat and a dog met on the mat"] * 40) + "\n"
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text(TEXT)
-    return load_corpus(path, level="word")
 
 
 def make(corpus, out_dir, **overrides):

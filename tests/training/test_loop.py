@@ -30,14 +30,6 @@ from nprnn.training.loop import (
     progress_from_dict,
     write_metrics,
 )
-from tests.training.test_lm import TEXT
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text(TEXT)
-    return load_corpus(path, level="word")
 
 
 def make(corpus, out_dir, **overrides):
