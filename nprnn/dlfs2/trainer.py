@@ -48,13 +48,7 @@ class Trainer:
                 batch_x = x[iters * batch_size : (iters + 1) * batch_size]
                 batch_t = t[iters * batch_size : (iters + 1) * batch_size]
 
-                loss = model.forward(batch_x, batch_t)
-                model.backward()
-                params, grads = remove_duplicate(model.params, model.grads)  # tied weights once
-                if max_grad is not None:
-                    clip_grads(grads, max_grad)
-                optimizer.update(params, grads)
-                total_loss += loss
+                total_loss += _train_step(model, optimizer, batch_x, batch_t, max_grad)
                 loss_count += 1
 
                 if (eval_interval is not None) and (iters % eval_interval) == 0:
@@ -70,15 +64,7 @@ class Trainer:
             self.current_epoch += 1
 
     def plot(self, ylim=None):
-        import matplotlib.pyplot as plt
-
-        x = numpy.arange(len(self.loss_list))
-        if ylim is not None:
-            plt.ylim(*ylim)
-        plt.plot(x, self.loss_list, label="train")
-        plt.xlabel("iterations (x" + str(self.eval_interval) + ")")
-        plt.ylabel("loss")
-        plt.show()
+        _plot(self.loss_list, self.eval_interval, "loss", ylim)
 
 
 class RnnlmTrainer:
@@ -119,13 +105,7 @@ class RnnlmTrainer:
             for iters in range(max_iters):
                 batch_x, batch_t = self.get_batch(xs, ts, batch_size, time_size)
 
-                loss = model.forward(batch_x, batch_t)
-                model.backward()
-                params, grads = remove_duplicate(model.params, model.grads)  # tied weights once
-                if max_grad is not None:
-                    clip_grads(grads, max_grad)
-                optimizer.update(params, grads)
-                total_loss += loss
+                total_loss += _train_step(model, optimizer, batch_x, batch_t, max_grad)
                 loss_count += 1
 
                 if (eval_interval is not None) and (iters % eval_interval) == 0:
@@ -141,15 +121,30 @@ class RnnlmTrainer:
             self.current_epoch += 1
 
     def plot(self, ylim=None):
-        import matplotlib.pyplot as plt
+        _plot(self.ppl_list, self.eval_interval, "perplexity", ylim)
 
-        x = numpy.arange(len(self.ppl_list))
-        if ylim is not None:
-            plt.ylim(*ylim)
-        plt.plot(x, self.ppl_list, label="train")
-        plt.xlabel("iterations (x" + str(self.eval_interval) + ")")
-        plt.ylabel("perplexity")
-        plt.show()
+
+def _train_step(model, optimizer, batch_x, batch_t, max_grad):
+    """One update of both trainers: forward, backward, tied weights once, clipping, the optimizer."""
+    loss = model.forward(batch_x, batch_t)
+    model.backward()
+    params, grads = remove_duplicate(model.params, model.grads)
+    if max_grad is not None:
+        clip_grads(grads, max_grad)
+    optimizer.update(params, grads)
+    return loss
+
+
+def _plot(values, eval_interval, ylabel, ylim):
+    """The book's training curve: one point per ``eval_interval`` iterations, shown with pyplot."""
+    import matplotlib.pyplot as plt
+
+    if ylim is not None:
+        plt.ylim(*ylim)
+    plt.plot(numpy.arange(len(values)), values, label="train")
+    plt.xlabel("iterations (x" + str(eval_interval) + ")")
+    plt.ylabel(ylabel)
+    plt.show()
 
 
 def _is_transpose_view(a, b):
