@@ -66,7 +66,7 @@ class Seq2seqTrainer(TrainingLoop):
 
     def __init__(self, model, data, config=None, out_dir=None, log=print, progress_bar=True, log_format="jsonl",
                  comm=None, overwrite=False):  # fmt: skip
-        config = Seq2seqConfig() if config is None else config
+        config = self.config_class() if config is None else config  # its batch size is checked here
         n_train, B = len(data.x_train), config.batch_size
         if n_train < B:
             raise ValueError(
