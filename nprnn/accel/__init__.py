@@ -20,7 +20,7 @@ docs/performance.md.
 """
 
 from nprnn.accel import backends, blas
-from nprnn.accel.backends import BACKENDS, backend, kernels, use
+from nprnn.accel.backends import BACKENDS, backend, kernels, matmul, use
 from nprnn.accel.blas import (
     BUSY_LOAD,
     POLICIES,
@@ -34,7 +34,7 @@ from nprnn.accel.blas import (
 )
 
 __all__ = [
-    "BACKENDS", "use", "backend", "kernels",
+    "BACKENDS", "use", "backend", "kernels", "matmul",
     "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
     "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
 ]  # fmt: skip

@@ -4,6 +4,8 @@ imported, and so numba, only when selected)."""
 import os
 import warnings
 
+import numpy as np
+
 BACKENDS = ("numpy", "numba")
 _state = {"backend": "numpy", "kernels": None}
 
@@ -30,6 +32,19 @@ def backend():
 def kernels():
     """The kernel module when the numba backend is selected, else None (the layers then use NumPy)."""
     return _state["kernels"]
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays: on the numba backend the packed kernels (``nprnn.accel.packed``) for
+    float32 and float64, so that a time layer's products and its time loop share one pool of threads;
+    ``np.matmul`` otherwise. ``out``, if given, receives the result."""
+    kernels = _state["kernels"]
+    if kernels is None or a.dtype != b.dtype or a.dtype not in _PACKED:
+        return np.matmul(a, b, out=out)
+    return kernels.matmul(a, b, out)
+
+
+_PACKED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def from_environment():

@@ -16,7 +16,12 @@ Conventions shared by every kernel:
 - float32 uses a rational approximation of tanh (Eigen's, within a few ulp of ``np.tanh``) because
   libm's ``tanhf`` is a scalar call that keeps the loops from vectorising; float64 uses ``math.tanh``.
 
-numba is imported by this module only: import it through ``nprnn.accel``, which does so lazily.
+The per-step product ``h_prev @ Wh`` (and backward's ``da @ Wh.T``) is ``recurrent_product``, the
+packed kernels of ``nprnn.accel.packed``; its output has whole panels of columns, so the step kernels
+read ``rec`` and ``dh_rec`` rows that are longer than they use.
+
+numba is imported by this module and ``packed`` only: import them through ``nprnn.accel``, which does
+so lazily.
 """
 
 import math
@@ -25,6 +30,8 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
+
+from nprnn.accel import blas, packed
 
 # Not nnan/ninf: NaN and inf go through the kernels as through NumPy. error_model="numpy" drops the
 # ZeroDivisionError check on every division, which would stop the loops from vectorising.
@@ -74,6 +81,25 @@ def _const_impl(array, value):
     if array.dtype == types.float32:
         return lambda array, value: np.float32(value)
     return lambda array, value: np.float64(value)
+
+
+def _cap():
+    """The threads ``nprnn.accel.set_blas_threads(n)`` allows (``"auto"``/``"adaptive"``: numba's)."""
+    setting = blas.blas_threads()
+    return setting if isinstance(setting, int) else None
+
+
+def recurrent_product(W, N, scale=None):
+    """The per-step product ``h @ W`` of a time loop for ``N`` rows (``packed.Product``)."""
+    return packed.Product(W, N, scale, cap=_cap())
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` of two 2-D arrays of one float dtype on the packed kernels (``packed.matmul``)."""
+    if out is not None and not (out.flags.c_contiguous and out.shape == (a.shape[0], b.shape[1])):
+        out[...] = packed.matmul(a, b, cap=_cap())
+        return out
+    return packed.matmul(a, b, out, cap=_cap())
 
 
 # ---------------------------------------------------------------- RNN
@@ -245,3 +271,80 @@ def gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev,
             dhn[j] = dnx[j] * r[j]
         for j in range(H):
             dd[j] *= z[j]
+
+
+# ---------------------------------------------------------------- time loops
+# A whole forward or backward loop in one call: the step's packed product (``packed.step_product``,
+# ``product`` a ``packed.Product``), then its elementwise kernel. The time step costs no Python.
+
+
+@numba.njit(**_JIT)
+def _rnn_forward(hs_all, steps, panels, C, rec, rows, threads):
+    for t in range(hs_all.shape[0] - 1):
+        packed.step_product(hs_all[t], panels, C, rec, rows, threads)
+        rnn_forward_step(hs_all[t + 1], rec, hs_all[t], t, steps)
+
+
+@numba.njit(**_JIT)
+def _rnn_backward(dA, dhs, dh_final, hs_all, steps, panels, C, dh, rows, threads):
+    for t in range(dA.shape[0] - 1, -1, -1):
+        rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
+        packed.step_product(dA[t], panels, C, dh, rows, threads)
+
+
+@numba.njit(**_JIT)
+def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads):
+    for t in range(gates.shape[0]):
+        packed.step_product(hs_all[t], panels, C, rec, rows, threads)
+        lstm_forward_step(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps)
+
+
+@numba.njit(**_JIT)
+def _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels, C, dh, rows, threads):
+    for t in range(dA.shape[0] - 1, -1, -1):
+        lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
+        packed.step_product(dA[t], panels, C, dh, rows, threads)
+
+
+@numba.njit(**_JIT)
+def _gru_forward(gates, bhn, hs_all, hns, steps, panels, C, rec, rows, threads):
+    for t in range(gates.shape[0]):
+        packed.step_product(hs_all[t], panels, C, rec, rows, threads)
+        gru_forward_step(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps)
+
+
+@numba.njit(**_JIT)
+def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, rows, threads):
+    for t in range(dA.shape[0] - 1, -1, -1):
+        gru_backward_step(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps)
+        packed.step_product(dA[t], panels, C, dh, rows, threads)
+
+
+def rnn_forward(hs_all, steps, product):
+    """``hs_all[t + 1]`` holds step t's input projection on entry and ``h_t`` on exit."""
+    _rnn_forward(hs_all, steps, *product.args())
+
+
+def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
+    """Fills ``dA``; ``product.out`` ends as the gradient into the initial state."""
+    _rnn_backward(dA, dhs, dh_final, hs_all, steps, *product.args())
+
+
+def lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product):
+    """``gates[t]`` holds step t's (f, i, o-halved) input projection on entry and its gates on exit."""
+    _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, *product.args())
+
+
+def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
+    """Fills ``dA``; ``dc`` and ``product.out`` end as the gradients into the initial states."""
+    _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, *product.args())
+
+
+def gru_forward(gates, bhn, hs_all, hns, steps, product):
+    """``gates[t]`` holds step t's input projection on entry and r, z, n on exit."""
+    _gru_forward(gates, bhn, hs_all, hns, steps, *product.args())
+
+
+def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):
+    """Fills ``dA`` and ``dA_n``; ``product.out + dh_direct`` ends as the gradient into the initial state."""
+    _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, *product.args())

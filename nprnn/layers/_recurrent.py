@@ -153,13 +153,13 @@ class TimeRecurrent(Weights):
     def _recurrent_gradient(self, hs_all, dA):
         """``dWh`` from ``dA: (T, N, G H)``, the gradient of every step's ``h_prev @ Wh``: one product."""
         T, N, width = dA.shape
-        self.grads[1][...] = hs_all[:-1].reshape(T * N, self.H).T @ dA.reshape(T * N, width)
+        accel.matmul(hs_all[:-1].reshape(T * N, self.H).T, dA.reshape(T * N, width), out=self.grads[1])
 
     def _input_gradients(self, xs_tm, dA):
         """``dWx``, ``db`` and ``dxs: (N, T, D)`` from ``dA: (T, N, G H)``, the gradient of every step's
         input projection ``x @ Wx + b``: one product each."""
         T, N, width = dA.shape
         dA2 = dA.reshape(T * N, width)
-        self.grads[0][...] = xs_tm.T @ dA2
+        accel.matmul(xs_tm.T, dA2, out=self.grads[0])
         self.grads[2][...] = dA2.sum(axis=0)
-        return (dA2 @ self.params[0].T).reshape(T, N, self.D).transpose(1, 0, 2).copy()
+        return accel.matmul(dA2, self.params[0].T).reshape(T, N, self.D).transpose(1, 0, 2).copy()

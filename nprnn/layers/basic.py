@@ -103,7 +103,7 @@ class TimeAffine:
         N, T, _ = xs.shape
         flops = 2 * N * T * self.D * self.V
         with accel.threads_for(flops, flops):  # the time layers' BLAS-thread policy (nprnn.accel.blas)
-            out = xs.reshape(N * T, self.D) @ W
+            out = accel.matmul(xs.reshape(N * T, self.D), W)
         out += b
         self.xs = xs
         return out.reshape(N, T, self.V)
@@ -117,8 +117,8 @@ class TimeAffine:
         dout2 = dout.reshape(N * T, self.V)
         flops = 2 * N * T * self.D * self.V
         with accel.threads_for(flops, flops):
-            np.matmul(self.xs.reshape(N * T, self.D).T, dout2, out=self.grads[0])  # no (D, V) temporary
-            dxs = dout2 @ W.T
+            accel.matmul(self.xs.reshape(N * T, self.D).T, dout2, out=self.grads[0])  # no (D, V) temporary
+            dxs = accel.matmul(dout2, W.T)
         np.sum(dout2, axis=0, out=self.grads[1])
         return dxs.reshape(N, T, self.D)
 

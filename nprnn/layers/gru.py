@@ -118,7 +118,7 @@ class TimeGRU(TimeRecurrent):
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
         with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
-            gates = xs2 @ Wx
+            gates = accel.matmul(xs2, Wx)
             gates += b
             gates = gates.reshape(T, N, 3 * H)
             self._forward_loop(gates, hs_all, hns, steps, dead)
@@ -146,15 +146,15 @@ class TimeGRU(TimeRecurrent):
         on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``."""
         T, N, H3 = gates.shape
         H, Wh, bhn = self.H, self.params[1], self.params[3]
+        kernels = accel.kernels()
+        if kernels is not None:  # the packed product, then all of the step's elementwise work in one call
+            kernels.gru_forward(gates, bhn, hs_all, hns, steps, kernels.recurrent_product(Wh, N))
+            return
         rec = np.empty((N, H3), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)
-        kernels = accel.kernels()
         for t in range(T):
             a, h_prev, h = gates[t], hs_all[t], hs_all[t + 1]
             np.matmul(h_prev, Wh, out=rec)
-            if kernels is not None:  # all of the step's elementwise work in one call
-                kernels.gru_forward_step(a, rec, bhn, h_prev, h, hns[t], t, steps)
-                continue
             rz = a[:, : 2 * H]
             rz += rec[:, : 2 * H]
             sigmoid_inplace(rz)  # r and z are contiguous: one pass for both
@@ -217,13 +217,8 @@ class TimeGRU(TimeRecurrent):
         dhs = np.ascontiguousarray(dhs)
         dA = np.empty((T, N, 3 * H), dtype=self.dtype)
         dA_n = np.empty((T, N, H), dtype=self.dtype)
-        dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
-        dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, idem
-        WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        for t in range(T - 1, -1, -1):
-            kernels.gru_backward_step(
-                dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps
-            )
-            np.matmul(dA[t], WhT, out=dh)
-        dh += dh_direct
+        dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, first read at t = T - 2
+        product = kernels.recurrent_product(self.params[1].T, N)
+        kernels.gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product)
+        dh = product.out + dh_direct if T else dh_final.copy()
         return dA, dA_n, dh

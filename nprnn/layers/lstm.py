@@ -153,7 +153,7 @@ class TimeLSTM(TimeRecurrent):
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
         with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
-            gates = xs2 @ (Wx * half)
+            gates = accel.matmul(xs2, Wx * half)
             gates += b * half
             gates = gates.reshape(T, N, 4 * H)
             if step_bias is not None:
@@ -184,18 +184,17 @@ class TimeLSTM(TimeRecurrent):
         entry and its gate activations on exit."""
         T, N, H4 = gates.shape
         H, half, shift = self.H, self._half, self._shift
+        kernels = accel.kernels()
+        if kernels is not None:  # the packed product, then all of the step's elementwise work in one call
+            product = kernels.recurrent_product(self.params[1], N, scale=half)
+            kernels.lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product)
+            return
         Wh_half = self.params[1] * half
         rec = np.empty((N, H4), dtype=self.dtype)
         ig = np.empty((N, H), dtype=self.dtype)
-        kernels = accel.kernels()
         for t in range(T):
             a = gates[t]
             np.matmul(hs_all[t], Wh_half, out=rec)
-            if kernels is not None:  # all of the step's elementwise work in one call
-                kernels.lstm_forward_step(
-                    a, rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps
-                )
-                continue
             a += rec
             np.tanh(a, out=a)
             a *= half
@@ -260,10 +259,7 @@ class TimeLSTM(TimeRecurrent):
         kernels = accel.kernels()
         dhs = np.ascontiguousarray(dhs)
         dA = np.empty((T, N, 4 * H), dtype=self.dtype)
-        dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
         dc = dc_final.copy()
-        WhT = np.ascontiguousarray(self.params[1].T)  # measured 2x faster per step than the transposed view
-        for t in range(T - 1, -1, -1):
-            kernels.lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
-            np.matmul(dA[t], WhT, out=dh)
-        return dA, dh, dc
+        product = kernels.recurrent_product(self.params[1].T, N)
+        kernels.lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product)
+        return dA, product.out.copy() if T else dh_final.copy(), dc

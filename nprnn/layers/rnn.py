@@ -92,7 +92,7 @@ class TimeRNN(TimeRecurrent):
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0, self.h, "h0")
         with self._blas_threads(N, T):
-            np.matmul(xs_tm, Wx, out=hs_all[1:].reshape(T * N, H))
+            accel.matmul(xs_tm, Wx, out=hs_all[1:].reshape(T * N, H))
             hs_all[1:] += b
             self._forward_loop(hs_all, steps, dead)
         return self._end_forward(hs_all, dead, (xs_tm, hs_all, steps, dead))
@@ -117,13 +117,13 @@ class TimeRNN(TimeRecurrent):
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         Wh = self.params[1]
         kernels = accel.kernels()
+        if kernels is not None:  # the packed product, then the add, the tanh and the finished rows in one call
+            kernels.rnn_forward(hs_all, steps, kernels.recurrent_product(Wh, N))
+            return
         hWh = np.empty((N, H), dtype=self.dtype)
         for t in range(T):
             h = hs_all[t + 1]
             np.matmul(hs_all[t], Wh, out=hWh)
-            if kernels is not None:  # the add, the tanh and the finished rows in one call
-                kernels.rnn_forward_step(h, hWh, hs_all[t], t, steps)
-                continue
             h += hWh
             np.tanh(h, out=h)
             if dead is not None:  # finished rows keep their last state
@@ -154,12 +154,9 @@ class TimeRNN(TimeRecurrent):
     def _backward_loop_kernels(self, dhs, dh_final, hs_all, steps):
         """The same loop with a fused kernel per step (``nprnn.accel``)."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
-        WhT = np.ascontiguousarray(self.params[1].T)
         kernels = accel.kernels()
         dhs = np.ascontiguousarray(dhs)
         dA = np.empty((T, N, H), dtype=self.dtype)
-        dh = dh_final.copy()  # becomes da_{t+1} @ Wh.T, first read at t = T - 2 (dh_final if T = 0)
-        for t in range(T - 1, -1, -1):
-            kernels.rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
-            np.matmul(dA[t], WhT, out=dh)
-        return dA, dh
+        product = kernels.recurrent_product(self.params[1].T, N)
+        kernels.rnn_backward(dA, dhs, dh_final, hs_all, steps, product)
+        return dA, product.out.copy() if T else dh_final.copy()
