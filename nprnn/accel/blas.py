@@ -22,6 +22,8 @@ import threading
 import time
 import warnings
 
+import numpy as np
+
 POLICIES = ("auto", "adaptive")  # the settings of set_blas_threads that are not a fixed number
 
 SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
@@ -133,6 +135,45 @@ class threads_for:
                 if _blas["depth"] == 0:
                     for lib, saved in zip(self.libs, _blas["saved"]):
                         lib.set_num_threads(saved)
+
+
+def can_cap():
+    """Whether BLAS's threads can be capped here (threadpoolctl is installed and finds a BLAS)."""
+    return bool(_blas_libraries())
+
+
+def one_thread():
+    """``with one_thread():`` runs BLAS on the calling thread only (as ``threads_for`` with a cap of 1).
+    OpenBLAS's worker threads, once woken, spin for about 0.1 s after each call and slow whatever
+    else runs on the cores meanwhile, such as numba's kernels: what runs beside them calls BLAS so."""
+    context = threads_for.__new__(threads_for)
+    context.cap, context.libs = 1, _blas_libraries()
+    return context
+
+
+_pool = {"executor": None}
+os.register_at_fork(after_in_child=lambda: _pool.update(executor=None))  # a forked child has no such threads
+
+
+def split_matmul(a, b, out, parts):
+    """``out = a @ b`` as ``parts`` products of column blocks run side by side, each on one BLAS thread
+    (the caller and ``parts - 1`` threads of a pool kept for it). As fast as BLAS's own threads on
+    large products, without waking them (``one_thread``). The blocks depend on the sizes only."""
+    C = b.shape[1]
+    bounds = [C * i // parts // 16 * 16 for i in range(parts)] + [C]  # 16: whole vectors per block
+    if _pool["executor"] is None or _pool["executor"]._max_workers != parts - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool["executor"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="nprnn-blas")
+    with one_thread():
+        futures = [
+            _pool["executor"].submit(np.matmul, a, b[:, lo:hi], out=out[:, lo:hi])
+            for lo, hi in zip(bounds[1:-1], bounds[2:])
+        ]
+        np.matmul(a, b[:, : bounds[1]], out=out[:, : bounds[1]])
+        for future in futures:
+            future.result()
+    return out
 
 
 def threads_for_time_layer(N, T, D, H, gates):

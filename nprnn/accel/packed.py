@@ -154,12 +154,16 @@ def tile_rows(M):
 
 
 @numba.njit(**_JIT)
-def _product(a, panels, C, out, rows, p_first, p_last, r_first, r_last):
-    """``out[r_first:r_last, panels p_first:p_last] = a[r_first:r_last] @ W`` (``C``: W's columns)."""
-    K = a.shape[1]
+def _product(a, M, a_tiles, panels, C, out, rows, p_first, p_last, r_first, r_last):
+    """``out[r_first:r_last, panels p_first:p_last] = a[r_first:r_last] @ W`` (``C``: W's columns).
+    ``a`` keeps the rows alive and gives the dtype; ``a_tiles = (address, tile, k, row strides in
+    bytes)`` places them: row ``r`` (a multiple of ``rows`` plus ``j < rows``), column ``k`` is at
+    ``address + r // rows * tile + k * k_stride + j * row_stride``."""
+    K = panels.shape[1]
     width = panels.shape[2]
     size = a.itemsize
-    lda, sk, ldo = a.strides[0] // size, a.strides[1] // size, out.strides[0] // size
+    address, tile, sk, sr = a_tiles
+    ldo = out.strides[0] // size
     chunk = rows * M_TILES
     for c0 in range(r_first, r_last, chunk):  # K_BLOCK columns of a chunk of rows stay in the L2 cache
         c1 = min(r_last, c0 + chunk)
@@ -170,31 +174,48 @@ def _product(a, panels, C, out, rows, p_first, p_last, r_first, r_last):
                 ncols = min(width, C - p * width)
                 for r0 in range(c0, c1, rows):
                     _block(
-                        min(rows, c1 - r0), a, a.ctypes.data + (r0 * lda + k0 * sk) * size, lda, sk,
+                        min(rows, c1 - r0), a, address + r0 // rows * tile + k0 * sk, sr // size, sk // size,
                         panel, kn, out.ctypes.data + (r0 * ldo + p * width) * size, ldo, ncols, k0 > 0,
                     )  # fmt: skip
 
 
 @numba.njit(parallel=True, **_JIT)
-def _product_threads(a, panels, C, out, rows, threads, by_rows):
+def _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows):
     """The same on ``threads`` threads, a static split: by panels, or (``by_rows``) by tiles of rows."""
-    M, P = a.shape[0], panels.shape[0]
+    P = panels.shape[0]
     tiles = -(-M // rows)
     for part in numba.prange(threads):
         if by_rows:
             first, last = tiles * part // threads * rows, min(M, tiles * (part + 1) // threads * rows)
-            _product(a, panels, C, out, rows, 0, P, first, last)
+            _product(a, M, a_tiles, panels, C, out, rows, 0, P, first, last)
         else:
-            _product(a, panels, C, out, rows, P * part // threads, P * (part + 1) // threads, 0, M)
+            _product(a, M, a_tiles, panels, C, out, rows, P * part // threads, P * (part + 1) // threads, 0, M)
 
 
 @numba.njit(**_JIT)
 def step_product(h, panels, C, out, rows, threads):
     """``product`` for jitted time loops: ``out = h @ W`` on ``threads`` threads, split by panels."""
+    M = h.shape[0]
+    h_tiles = (h.ctypes.data, rows * h.strides[0], h.strides[1], h.strides[0])
     if threads > 1:
-        _product_threads(h, panels, C, out, rows, threads, False)
+        _product_threads(h, M, h_tiles, panels, C, out, rows, threads, False)
     else:
-        _product(h, panels, C, out, rows, 0, panels.shape[0], 0, h.shape[0])
+        _product(h, M, h_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
+
+
+def _pack_row_tiles(a, tiles):
+    """``tiles[i, k, j] = a[i * rows + j, k]`` (zero past ``a``'s rows), for ``tiles: (I, K, rows)``."""
+    M, K = a.shape
+    count, _, rows = tiles.shape
+    for i in numba.prange(count):
+        for k in range(K):
+            for j in range(rows):  # contiguous in a transposed view's memory, and in the tiles
+                r = i * rows + j
+                tiles[i, k, j] = a[r, k] if r < M else 0
+
+
+_pack_rows = numba.njit(**_JIT)(_pack_row_tiles)
+_pack_rows_threads = numba.njit(parallel=True, **_JIT)(_pack_row_tiles)
 
 
 def _pack_panels(W, scale, panels):
@@ -236,17 +257,26 @@ def product(a, panels, C, out, threads=1):
     of them for the threads, else by rows."""
     if a.dtype != panels.dtype or out.dtype != panels.dtype:
         raise TypeError(f"packed.product: dtypes differ: a {a.dtype}, W {panels.dtype}, out {out.dtype}")
-    M = a.shape[0]
+    M, K = a.shape
     if M == 0 or C == 0:
         return out
-    if a.strides[1] != a.itemsize:  # a transposed view: its rows' elements a cache line apart each
-        a = np.ascontiguousarray(a)  # measured 217 -> 269 GFLOP/s on (650, 700) @ (700, 2600)
     rows = tile_rows(M)
-    if threads > 1:
-        by_rows = panels.shape[0] < 4 * threads and -(-M // rows) >= 2 * threads
-        _product_threads(a, panels, C, out, rows, threads, by_rows)
+    count = -(-M // rows)
+    if a.strides[1] != a.itemsize:
+        # A transposed view (the weight gradients' x.T): copied tile by tile, a tile's rows interleaved,
+        # so that its loads for one k are one cache line, not `rows` of them (measured: 217 -> 269
+        # GFLOP/s on (650, 700) @ (700, 2600) for a plain copy; interleaving does not help other `a`s).
+        tiles = np.empty((count, K, rows), dtype=a.dtype)
+        (_pack_rows_threads if threads > 1 else _pack_rows)(a, tiles)
+        a = tiles
+        a_tiles = (tiles.ctypes.data, *tiles.strides)
     else:
-        _product(a, panels, C, out, rows, 0, panels.shape[0], 0, M)
+        a_tiles = (a.ctypes.data, rows * a.strides[0], a.strides[1], a.strides[0])
+    if threads > 1:
+        by_rows = panels.shape[0] < 4 * threads and count >= 2 * threads
+        _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows)
+    else:
+        _product(a, M, a_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
     return out
 
 
