@@ -17,6 +17,9 @@ def use(name):
         raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS}, got {name!r}")
     kernels = None
     if name == "numba":
+        # numba's OpenMP threads spin ~16 ms after each parallel region by default (GOMP_SPINCOUNT
+        # 300000), stealing a core from the BLAS calls between the time loops; 10000 is ~0.5 ms.
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
         try:
             from nprnn.accel import numba_kernels as kernels
         except ImportError as err:

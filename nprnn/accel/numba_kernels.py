@@ -121,10 +121,10 @@ def matmul(a, b, out=None):
 
 
 @numba.njit(**_JIT)
-def rnn_forward_step(h, rec, h_prev, t, lengths):
+def rnn_forward_step(h, rec, h_prev, t, lengths, first, last):
     """``h = tanh(h + rec)`` in place (``h`` holds ``x_t @ Wx + b`` on entry, ``rec = h_prev @ Wh``)."""
-    N, H = h.shape
-    for n in range(N):
+    H = h.shape[1]
+    for n in range(first, last):
         hn, rn = h[n], rec[n]
         if t < lengths[n]:
             for j in range(H):
@@ -134,11 +134,11 @@ def rnn_forward_step(h, rec, h_prev, t, lengths):
 
 
 @numba.njit(**_JIT)
-def rnn_backward_step(da, dhs, dh_rec, dh_final, h, t, lengths):
+def rnn_backward_step(da, dhs, dh_rec, dh_final, h, t, lengths, first, last):
     """``da = (dhs_t + dh_next) * (1 - h_t^2)``: the gradient of step t's pre-activation."""
-    N, H = da.shape
+    H = da.shape[1]
     one = _const(da, 1.0)
-    for n in range(N):
+    for n in range(first, last):
         dan, hn, dh_out = da[n], h[n], dhs[n, t]
         if t >= lengths[n]:
             dan[:] = 0
@@ -152,13 +152,13 @@ def rnn_backward_step(da, dhs, dh_rec, dh_final, h, t, lengths):
 
 
 @numba.njit(**_JIT)
-def lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths):
+def lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last):
     """One LSTM step. ``a: (N, 4H)`` holds ``x_t @ Wx + b`` on entry and the gates f, g, i, o on exit;
     as in the NumPy path, the f, i, o columns of ``a`` and ``rec`` are pre-halved, so that
     ``sigmoid(2u) = 0.5 * tanh(u) + 0.5``."""
-    N, H = h.shape
+    H = h.shape[1]
     half = _const(a, 0.5)
-    for n in range(N):
+    for n in range(first, last):
         an, rn = a[n], rec[n]
         f, g, i, o = an[:H], an[H : 2 * H], an[2 * H : 3 * H], an[3 * H :]
         rf, rg, ri, ro = rn[:H], rn[H : 2 * H], rn[2 * H : 3 * H], rn[3 * H :]
@@ -186,12 +186,12 @@ def lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths):
 
 
 @numba.njit(**_JIT)
-def lstm_backward_step(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, lengths):
+def lstm_backward_step(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, lengths, first, last):
     """Gradient of step t's pre-activations into ``da: (N, 4H)``; ``dc`` (the gradient into ``c_t``)
     becomes the gradient into ``c_{t-1}``. Finished rows pass ``dc`` through unchanged."""
-    N, H = dc.shape
+    H = dc.shape[1]
     one = _const(da, 1.0)
-    for n in range(N):
+    for n in range(first, last):
         dan = da[n]
         if t >= lengths[n]:
             dan[:] = 0
@@ -220,12 +220,12 @@ def lstm_backward_step(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, leng
 
 
 @numba.njit(**_JIT)
-def gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths):
+def gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths, first, last):
     """One GRU step. ``a: (N, 3H)`` holds ``x_t @ Wx + b`` on entry and r, z, n on exit;
     ``rec = h_prev @ Wh``; ``hn`` receives ``h_prev @ Wh_n + bhn`` (backward needs it)."""
-    N, H = h.shape
+    H = h.shape[1]
     half = _const(a, 0.5)
-    for n in range(N):
+    for n in range(first, last):
         an, rn, hnn, hp, hrow = a[n], rec[n], hn[n], h_prev[n], h[n]
         r, z, cand = an[:H], an[H : 2 * H], an[2 * H :]
         rr, rz, rcand = rn[:H], rn[H : 2 * H], rn[2 * H :]
@@ -247,13 +247,13 @@ def gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths):
 
 
 @numba.njit(**_JIT)
-def gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev, t, lengths):
+def gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev, t, lengths, first, last):
     """Gradients of step t: ``da: (N, 3H)`` of the recurrent projection ``h_prev @ Wh (+ bhn)``,
     ``dn_x: (N, H)`` of the n block of the input projection. ``dh_direct`` holds ``dh_{t+1} * z_{t+1}``
     (h_{t+1} depends on h_t directly, not only through ``@ Wh``) and becomes ``dh_t * z_t``."""
-    N, H = dn_x.shape
+    H = dn_x.shape[1]
     one = _const(da, 1.0)
-    for n in range(N):
+    for n in range(first, last):
         dan, dnx, dd = da[n], dn_x[n], dh_direct[n]
         if t >= lengths[n]:
             dan[:] = 0
@@ -284,78 +284,146 @@ def gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev,
             dd[j] *= z[j]
 
 
+# The step kernels on numba's threads, a static split by rows, for steps of at least PARALLEL_ROWS
+# units (rows x H): below that a parallel launch costs more than it saves.
+PARALLEL_ROWS = 8192
+
+
+@numba.njit(parallel=True, **_JIT)
+def _rnn_forward_rows(h, rec, h_prev, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = h.shape[0]
+        rnn_forward_step(h, rec, h_prev, t, lengths, N * part // threads, N * (part + 1) // threads)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _rnn_backward_rows(da, dhs, dh_rec, dh_final, h, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = h.shape[0]
+        rnn_backward_step(da, dhs, dh_rec, dh_final, h, t, lengths, N * part // threads, N * (part + 1) // threads)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _lstm_forward_rows(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = h.shape[0]
+        first, last = N * part // threads, N * (part + 1) // threads
+        lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _lstm_backward_rows(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = dc.shape[0]
+        first, last = N * part // threads, N * (part + 1) // threads
+        lstm_backward_step(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, lengths, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _gru_forward_rows(a, rec, bhn, h_prev, h, hn, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = h.shape[0]
+        gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths, N * part // threads, N * (part + 1) // threads)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _gru_backward_rows(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev, t, lengths, threads):
+    for part in numba.prange(threads):
+        N = dn_x.shape[0]
+        first, last = N * part // threads, N * (part + 1) // threads
+        gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev, t, lengths, first, last)
+
+
 # ---------------------------------------------------------------- time loops
 # A whole forward or backward loop in one call: the step's packed product (``packed.step_product``,
 # ``product`` a ``packed.Product``), then its elementwise kernel. The time step costs no Python.
 
 
 @numba.njit(**_JIT)
-def _rnn_forward(hs_all, steps, panels, C, rec, rows, threads):
+def _rnn_forward(hs_all, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(hs_all.shape[0] - 1):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
-        rnn_forward_step(hs_all[t + 1], rec, hs_all[t], t, steps)
+        if by_rows:
+            _rnn_forward_rows(hs_all[t + 1], rec, hs_all[t], t, steps, threads)
+        else:
+            rnn_forward_step(hs_all[t + 1], rec, hs_all[t], t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
-def _rnn_backward(dA, dhs, dh_final, hs_all, steps, panels, C, dh, rows, threads):
+def _rnn_backward(dA, dhs, dh_final, hs_all, steps, panels, C, dh, rows, threads, by_rows):
     for t in range(dA.shape[0] - 1, -1, -1):
-        rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps)
+        if by_rows:
+            _rnn_backward_rows(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps, threads)
+        else:
+            rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps, 0, steps.shape[0])
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
 @numba.njit(**_JIT)
-def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads):
+def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
-        lstm_forward_step(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps)
+        if by_rows:
+            _lstm_forward_rows(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, threads)
+        else:
+            lstm_forward_step(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
-def _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels, C, dh, rows, threads):
+def _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels, C, dh, rows, threads, by_rows):
     for t in range(dA.shape[0] - 1, -1, -1):
-        lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps)
+        if by_rows:
+            _lstm_backward_rows(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, threads)
+        else:
+            lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, 0, steps.shape[0])
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
 @numba.njit(**_JIT)
-def _gru_forward(gates, bhn, hs_all, hns, steps, panels, C, rec, rows, threads):
+def _gru_forward(gates, bhn, hs_all, hns, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
-        gru_forward_step(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps)
+        if by_rows:
+            _gru_forward_rows(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, threads)
+        else:
+            gru_forward_step(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
-def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, rows, threads):
+def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, rows, threads, by_rows):
     for t in range(dA.shape[0] - 1, -1, -1):
-        gru_backward_step(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps)
+        if by_rows:
+            _gru_backward_rows(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, threads)
+        else:
+            gru_backward_step(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, 0, steps.shape[0])
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
 def rnn_forward(hs_all, steps, product):
     """``hs_all[t + 1]`` holds step t's input projection on entry and ``h_t`` on exit."""
-    _rnn_forward(hs_all, steps, *product.args())
+    _rnn_forward(hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
 
 def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
     """Fills ``dA``; ``product.out`` ends as the gradient into the initial state."""
-    _rnn_backward(dA, dhs, dh_final, hs_all, steps, *product.args())
+    _rnn_backward(dA, dhs, dh_final, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
 
 def lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product):
     """``gates[t]`` holds step t's (f, i, o-halved) input projection on entry and its gates on exit."""
-    _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, *product.args())
+    _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
 
 def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
     """Fills ``dA``; ``dc`` and ``product.out`` end as the gradients into the initial states."""
-    _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, *product.args())
+    _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
 
 def gru_forward(gates, bhn, hs_all, hns, steps, product):
     """``gates[t]`` holds step t's input projection on entry and r, z, n on exit."""
-    _gru_forward(gates, bhn, hs_all, hns, steps, *product.args())
+    _gru_forward(gates, bhn, hs_all, hns, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
 
 def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):
     """Fills ``dA`` and ``dA_n``; ``product.out + dh_direct`` ends as the gradient into the initial state."""
-    _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, *product.args())
+    _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
