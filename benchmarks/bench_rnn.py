@@ -1,23 +1,19 @@
-"""Time forward+backward of the recurrent time layers, side by side in one run:
-nprnn vs the textbook reference (../shared/reference/dlfs2) vs PyTorch CPU (2 threads), float32.
-PyTorch runs in a process of its own (see TorchProcess), timed in the same interleaved rounds.
+"""Time forward+backward of the recurrent time layers, side by side in one run, float32:
+nprnn (its default path: the numba kernels of nprnn.accel) vs its NumPy reference path
+(NPRNN_ACCEL=numpy) vs the textbook (../shared/reference/dlfs2) vs PyTorch CPU.
 
-    python benchmarks/bench_rnn.py                 # TimeRNN on the default grid
-    python benchmarks/bench_rnn.py --cell lstm gru # other cells
-    python benchmarks/bench_rnn.py --quick         # fewer repeats
+    python benchmarks/bench_rnn.py --cell rnn lstm gru   # the grid, every cell
+    python benchmarks/bench_rnn.py --quick               # fewer repeats
 
-nprnn runs twice: with its default pure-NumPy time loops ("nprnn") and with the optional numba kernels
-("numba", NPRNN_ACCEL=numba; skipped when numba is missing), both with nprnn's default BLAS threads
-("auto": one thread for calls whose per-step product is under 1.5 MFLOP, decided from the sizes
-alone; "adaptive" also drops to one thread while other processes keep the machine busy; see
-docs/performance.md). PyTorch also runs with one thread
-("torch 1t", a third process), in a second interleaved pass, for reference.
+PyTorch runs in processes of its own, one with 1 thread and one with 2 (in one process with NumPy,
+its OpenMP threads and OpenBLAS's spin against each other), timed in the same interleaved rounds
+as the rest, with an idle pause after every run so that no one's spinning threads meet the next;
+"torch best" is the better of its two thread counts (by median), and ratios are medians over rounds
+of the ratio of neighbouring runs (> 1: nprnn is faster).
 
-Prints a Markdown table of median times, ratios (>1 means nprnn is faster; each the median over
-rounds of the ratio of neighbouring runs) and the GFLOP/s nprnn achieves (from its median time) as a
-fraction of this machine's measured float32 matmul peak, and the 1-minute load average after each
-row with nprnn's verdict on it (busy: all products on one thread). Times on a shared 2-core machine
-are noisy: read the ratios, and repeat the run.
+Prints a Markdown table with the machine line (benchmarks/machine.py), the GFLOP/s of nprnn's
+default path as a fraction of this machine's measured float32 matmul peak, and the load average
+after each row. Times on a shared 2-core machine are noisy: read the ratios, and repeat the run.
 """
 
 import argparse
@@ -32,9 +28,11 @@ from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, c
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "reference" / "dlfs2"
-GRID = [(10, 5, 100, 100), (20, 35, 100, 100), (32, 35, 200, 200), (64, 35, 650, 650), (20, 35, 1500, 1500)]
+GRID = [
+    (10, 5, 100, 100), (20, 35, 100, 100), (32, 35, 200, 200),
+    (20, 35, 650, 650), (64, 35, 650, 650), (20, 35, 1500, 1500),
+]  # fmt: skip
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-NAMES = ("numpy", "numba", "book", "torch", "torch 1t")  # "numpy" is nprnn's default path
 
 
 def matmul_peak(seconds=2.0):
@@ -55,7 +53,7 @@ def flops(cell, N, T, D, H):
     return GATES[cell] * 6 * N * T * (D * H + H * H)
 
 
-def nprnn_runner(cell, N, T, D, H, rng, backend="numpy"):
+def nprnn_runner(cell, N, T, D, H, rng, backend="numba"):
     from nprnn import accel
     from nprnn.layers import init_rnn_params
     from nprnn.layers.rnn import TimeRNN
@@ -165,10 +163,11 @@ class TorchProcess:
         self.process.join()
 
 
-def interleaved_samples(runners, min_time):
+def interleaved_samples(runners, min_time, pause=0.02):
     """Time the implementations in rounds, one run of each per round (in a rotating order), so that
-    load on the machine hits them alike. A runner may return its own timing (else it is timed here).
-    Returns the samples, aligned by round."""
+    load on the machine hits them alike, with ``pause`` seconds idle after every run (OpenMP and
+    OpenBLAS threads spin for a while after their work). A runner may return its own timing (else it
+    is timed here). Returns the samples, aligned by round."""
     for run in runners.values():  # warm-up
         run()
     names = list(runners)
@@ -179,6 +178,7 @@ def interleaved_samples(runners, min_time):
             t0 = time.perf_counter()
             own = runners[name]()
             samples[name].append(time.perf_counter() - t0 if own is None else own)
+            time.sleep(pause)
         rounds += 1
     return {name: np.array(s) for name, s in samples.items()}
 
@@ -190,19 +190,10 @@ def ratio(samples, slower, faster):
     return float(np.median(samples[slower] / samples[faster]))
 
 
-def has_numba():
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", nargs="+", default=["rnn"], choices=sorted(GATES))
     parser.add_argument("--quick", action="store_true", help="shorter timing per configuration")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default 2)")
     parser.add_argument("--no-book", action="store_true", help="skip the textbook reference")
     parser.add_argument("--sizes", type=int, nargs="+", help="indices into the grid (default: all)")
     parser.add_argument(
@@ -220,53 +211,46 @@ def main(argv=None):
             args.blas_threads if args.blas_threads in ("auto", "adaptive") else int(args.blas_threads)
         )
     peak = matmul_peak()
-    import threadpoolctl
-
-    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     print(describe())
-    print(f"numpy {np.__version__}, torch {version('torch')} ({args.threads} threads), BLAS {blas}")
-    print(f"nprnn BLAS threads: {accel.blas_threads()} (0: BLAS's own); numba: {has_numba()}")
+    print(f"numpy {np.__version__}, torch {version('torch')} (1 and 2 threads, own processes)")
+    print(f"nprnn default backend: {accel.backend()}; BLAS threads: {accel.blas_threads()}")
     print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
-    torch2, torch1 = TorchProcess(args.threads), TorchProcess(1)
+    torches = {"torch 1t": TorchProcess(1), "torch 2t": TorchProcess(2)}
     min_time = 0.5 if args.quick else 2.0
     rng = np.random.default_rng(0)
     grid = GRID if args.sizes is None else [GRID[i] for i in args.sizes]
-    backends = ["numpy", "numba"] if has_numba() else ["numpy"]
     for cell in args.cell:
         print(f"### Time{cell.upper()} forward+backward, float32\n")
         print(
-            "| N, T, D, H | nprnn ms | numba ms | book ms | torch ms | torch 1t ms "
-            "| book/nprnn | book/numba | torch/nprnn | torch/numba | torch 1t/nprnn | torch 1t/numba "
-            "| GFLOP/s nprnn, numba | of peak | load | busy |"
+            "| N, T, D, H | nprnn ms | numpy path ms | book ms | torch 1t ms | torch 2t ms "
+            "| book / nprnn | torch best / nprnn | numpy path / nprnn | GFLOP/s | of peak | load |"
         )
-        print("|---|" + "---:|" * 14 + "---|")
+        print("|---|" + "---:|" * 11)
         for N, T, D, H in grid:
-            nprnn = {b: nprnn_runner(cell, N, T, D, H, rng, b) for b in backends}
-            runners = {**nprnn, "torch": torch2.runner(cell, N, T, D, H)}
+            runners = {
+                "nprnn": nprnn_runner(cell, N, T, D, H, rng, "numba"),
+                "numpy": nprnn_runner(cell, N, T, D, H, rng, "numpy"),
+                **{name: proc.runner(cell, N, T, D, H) for name, proc in torches.items()},
+            }
             if not args.no_book:
                 runners["book"] = book_runner(cell, N, T, D, H, rng)
             samples = interleaved_samples(runners, min_time)
-            single = interleaved_samples({**nprnn, "torch 1t": torch1.runner(cell, N, T, D, H)}, min_time)
-            accel.use("numpy")
-            t = {name: float(np.median(samples[name])) if name in samples else float("nan") for name in NAMES}
-            t["torch 1t"] = float(np.median(single["torch 1t"]))
-            r = {(a, b): ratio(samples, a, b) for a in ("book", "torch") for b in ("numpy", "numba")}
-            r.update({("torch 1t", b): ratio(single, "torch 1t", b) for b in ("numpy", "numba")})
-            gflops = {b: flops(cell, N, T, D, H) / t[b] / 1e9 for b in ("numpy", "numba")}
+            accel.use("auto")
+            t = {name: float(np.median(v)) for name, v in samples.items()}
+            best = min(torches, key=lambda name: t[name])
+            gflops = flops(cell, N, T, D, H) / t["nprnn"] / 1e9
+            book = f"{t['book'] * 1e3:.2f}" if "book" in t else "-"
             print(
-                f"| {N}, {T}, {D}, {H} | {t['numpy'] * 1e3:.2f} | {t['numba'] * 1e3:.2f} | {t['book'] * 1e3:.2f} "
-                f"| {t['torch'] * 1e3:.2f} | {t['torch 1t'] * 1e3:.2f} "
-                f"| {r['book', 'numpy']:.2f} | {r['book', 'numba']:.2f} "
-                f"| {r['torch', 'numpy']:.2f} | {r['torch', 'numba']:.2f} "
-                f"| {r['torch 1t', 'numpy']:.2f} | {r['torch 1t', 'numba']:.2f} "
-                f"| {gflops['numpy']:.1f}, {gflops['numba']:.1f} "
-                f"| {gflops['numpy'] / peak:.0%}, {gflops['numba'] / peak:.0%} | {os.getloadavg()[0]:.1f} "
-                f"| {'yes' if accel.machine_busy() else 'no'} |",
+                f"| {N}, {T}, {D}, {H} | {t['nprnn'] * 1e3:.2f} | {t['numpy'] * 1e3:.2f} | {book} "
+                f"| {t['torch 1t'] * 1e3:.2f} | {t['torch 2t'] * 1e3:.2f} "
+                f"| {ratio(samples, 'book', 'nprnn'):.2f} | {ratio(samples, best, 'nprnn'):.2f} ({best[6:]}) "
+                f"| {ratio(samples, 'numpy', 'nprnn'):.2f} | {gflops:.1f} | {gflops / peak:.0%} "
+                f"| {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
         print()
-    torch2.close()
-    torch1.close()
+    for proc in torches.values():
+        proc.close()
 
 
 if __name__ == "__main__":

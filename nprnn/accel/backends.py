@@ -1,5 +1,6 @@
-"""The time-loop backend: ``"numpy"`` (the reference) or ``"numba"`` (``nprnn.accel.numba_kernels``,
-imported, and so numba, only when selected)."""
+"""The time-loop backend: ``"numba"`` (``nprnn.accel.numba_kernels`` and ``packed``, the default where
+numba is installed: ``pip install nprnn[train]`` or ``[accel]``) or ``"numpy"`` (the reference, and
+the fallback without numba). numba is imported when the backend is first needed, not with nprnn."""
 
 import os
 import warnings
@@ -7,14 +8,18 @@ import warnings
 import numpy as np
 
 BACKENDS = ("numpy", "numba")
-_state = {"backend": "numpy", "kernels": None}
+_state = {"backend": None, "kernels": None}  # None: "auto" not yet resolved
 
 
 def use(name):
-    """Select the time-loop backend: ``"numpy"`` (or ``None``) or ``"numba"`` (raises ImportError without numba)."""
+    """Select the time-loop backend: ``"numba"``, ``"numpy"`` (``None`` or ``"none"``: ``"numpy"``) or
+    ``"auto"`` (numba where it imports, else numpy). ``"numba"`` raises ImportError without numba."""
     name = "numpy" if name in (None, "none", "") else str(name).lower()
-    if name not in BACKENDS:
-        raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS}, got {name!r}")
+    if name not in BACKENDS + ("auto",):
+        raise ValueError(f"nprnn.accel: backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
+    if name == "auto":
+        _state["backend"], _state["kernels"] = None, None
+        return
     kernels = None
     if name == "numba":
         # numba's OpenMP threads spin ~16 ms after each parallel region by default (GOMP_SPINCOUNT
@@ -27,13 +32,23 @@ def use(name):
     _state["backend"], _state["kernels"] = name, kernels
 
 
+def _resolve():
+    if _state["backend"] is None:  # "auto"
+        try:
+            use("numba")
+        except ImportError:
+            use("numpy")
+
+
 def backend():
     """The selected time-loop backend, ``"numpy"`` or ``"numba"``."""
+    _resolve()
     return _state["backend"]
 
 
 def kernels():
     """The kernel module when the numba backend is selected, else None (the layers then use NumPy)."""
+    _resolve()
     return _state["kernels"]
 
 
@@ -41,19 +56,27 @@ def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays: on the numba backend the packed kernels (``nprnn.accel.packed``) for
     float32 and float64, so that a time layer's products and its time loop share one pool of threads;
     ``np.matmul`` otherwise. ``out``, if given, receives the result."""
-    kernels = _state["kernels"]
-    if kernels is None or a.dtype != b.dtype or a.dtype not in _PACKED:
+    k = kernels()
+    if k is None or a.dtype != b.dtype or a.dtype not in _PACKED:
         return np.matmul(a, b, out=out)
-    return kernels.matmul(a, b, out)
+    out = k.matmul(a, b, out)
+    errors = np.geterr()
+    if "raise" in (errors["over"], errors["invalid"]) and not np.isfinite(out).all():
+        # As np.matmul under np.errstate(over="raise"): the kernels set no flag NumPy reads.
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            raise FloatingPointError("overflow encountered in matmul")
+    return out
 
 
 _PACKED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def from_environment():
-    """``NPRNN_ACCEL``: a bad value warns and keeps NumPy."""
-    name = os.environ.get("NPRNN_ACCEL", "").strip().lower()
+    """``NPRNN_ACCEL``: ``numba``, ``numpy`` or unset / ``auto`` (numba where installed); a bad value
+    warns and keeps the default."""
+    name = os.environ.get("NPRNN_ACCEL", "").strip().lower() or "auto"
     try:
-        use(name or None)
+        use(name)
     except (ImportError, ValueError) as err:
-        warnings.warn(f"NPRNN_ACCEL={name!r} ignored, using NumPy: {err}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"NPRNN_ACCEL={name!r} ignored, using the default: {err}", RuntimeWarning, stacklevel=3)
+        use("auto")

@@ -364,9 +364,23 @@ def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, t
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
         if by_rows:
-            _lstm_forward_rows(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, threads)
+            _lstm_forward_rows(
+                gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, threads
+            )
         else:
-            lstm_forward_step(gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, 0, steps.shape[0])
+            lstm_forward_step(
+                gates[t],
+                rec,
+                hs_all[t],
+                cs_all[t],
+                hs_all[t + 1],
+                cs_all[t + 1],
+                tanh_cs[t],
+                t,
+                steps,
+                0,
+                steps.shape[0],
+            )
 
 
 @numba.njit(**_JIT)
@@ -375,7 +389,9 @@ def _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels,
         if by_rows:
             _lstm_backward_rows(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, threads)
         else:
-            lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, 0, steps.shape[0])
+            lstm_backward_step(
+                dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, 0, steps.shape[0]
+            )
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
@@ -393,9 +409,13 @@ def _gru_forward(gates, bhn, hs_all, hns, steps, panels, C, rec, rows, threads, 
 def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, rows, threads, by_rows):
     for t in range(dA.shape[0] - 1, -1, -1):
         if by_rows:
-            _gru_backward_rows(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, threads)
+            _gru_backward_rows(
+                dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, threads
+            )
         else:
-            gru_backward_step(dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, 0, steps.shape[0])
+            gru_backward_step(
+                dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, 0, steps.shape[0]
+            )
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
@@ -406,24 +426,59 @@ def rnn_forward(hs_all, steps, product):
 
 def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
     """Fills ``dA``; ``product.out`` ends as the gradient into the initial state."""
-    _rnn_backward(dA, dhs, dh_final, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _rnn_backward(
+        dA, dhs, dh_final, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS
+    )
 
 
 def lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product):
     """``gates[t]`` holds step t's (f, i, o-halved) input projection on entry and its gates on exit."""
-    _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _lstm_forward(
+        gates,
+        hs_all,
+        cs_all,
+        tanh_cs,
+        steps,
+        *product.args(),
+        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
+    )
 
 
 def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
     """Fills ``dA``; ``dc`` and ``product.out`` end as the gradients into the initial states."""
-    _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _lstm_backward(
+        dA,
+        dc,
+        dhs,
+        dh_final,
+        gates,
+        cs_all,
+        tanh_cs,
+        steps,
+        *product.args(),
+        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
+    )
 
 
 def gru_forward(gates, bhn, hs_all, hns, steps, product):
     """``gates[t]`` holds step t's input projection on entry and r, z, n on exit."""
-    _gru_forward(gates, bhn, hs_all, hns, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _gru_forward(
+        gates, bhn, hs_all, hns, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS
+    )
 
 
 def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):
     """Fills ``dA`` and ``dA_n``; ``product.out + dh_direct`` ends as the gradient into the initial state."""
-    _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _gru_backward(
+        dA,
+        dA_n,
+        dh_direct,
+        dhs,
+        dh_final,
+        gates,
+        hns,
+        hs_all,
+        steps,
+        *product.args(),
+        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
+    )

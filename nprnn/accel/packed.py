@@ -44,7 +44,9 @@ VECTOR_BYTES = _vector_bytes()
 VECTORS = 2  # vectors per tile row: a panel is two vectors wide (measured best against 3 and 4)
 ROWS = 12 if VECTOR_BYTES == 64 else 6  # ROWS * VECTORS accumulators, with room for W and h in registers
 WIDTH = {np.dtype(np.float32): VECTORS * VECTOR_BYTES // 4, np.dtype(np.float64): VECTORS * VECTOR_BYTES // 8}
-PARALLEL_FLOPS = float(__import__("os").environ.get("XPF", 1e6))  # products of fewer FLOPs run on one thread (a parallel launch costs a few us)
+PARALLEL_FLOPS = float(
+    __import__("os").environ.get("XPF", 1e6)
+)  # products of fewer FLOPs run on one thread (a parallel launch costs a few us)
 
 
 def _make_tile(rows):
@@ -69,10 +71,14 @@ def _make_tile(rows):
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
             vptr = vec.as_pointer()
             masked_load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vptr, i32, mask_type, vec]), f"llvm.masked.load.{suffix}.p0{suffix}"
+                builder.module,
+                ir.FunctionType(vec, [vptr, i32, mask_type, vec]),
+                f"llvm.masked.load.{suffix}.p0{suffix}",
             )
             masked_store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mask_type]), f"llvm.masked.store.{suffix}.p0{suffix}"
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mask_type]),
+                f"llvm.masked.store.{suffix}.p0{suffix}",
             )
             a = builder.inttoptr(a_addr, scalar.as_pointer())
             panel = builder.inttoptr(panel_addr, scalar.as_pointer())
@@ -83,7 +89,9 @@ def _make_tile(rows):
             masks = []
             for v in range(VECTORS):
                 lane = ir.Constant(ir.VectorType(i64, lanes), [v * lanes + j for j in range(lanes)])
-                bound = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), ncols, ir.Constant(i32, 0))
+                bound = builder.insert_element(
+                    ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), ncols, ir.Constant(i32, 0)
+                )
                 bound = builder.shuffle_vector(bound, bound, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
                 masks.append(builder.icmp_signed("<", lane, bound))
 
@@ -151,20 +159,21 @@ M_TILES = 16  # tiles of rows per pass over the panels
 def tile_rows(M):
     """The tile height for ``M`` rows: the largest that covers them in as few tiles as any, so that
     M = 20 runs two tiles of 10 rather than 12 + 8."""
-    tiles = -(-M // ROWS)
-    return -(-M // tiles)
+    tiles = max(1, -(-M // ROWS))
+    return max(1, -(-M // tiles))
 
 
 @numba.njit(**_JIT)
 def _product(a, M, a_tiles, panels, C, out, rows, p_first, p_last, r_first, r_last):
     """``out[r_first:r_last, panels p_first:p_last] = a[r_first:r_last] @ W`` (``C``: W's columns).
-    ``a`` keeps the rows alive and gives the dtype; ``a_tiles = (address, tile, k, row strides in
-    bytes)`` places them: row ``r`` (a multiple of ``rows`` plus ``j < rows``), column ``k`` is at
-    ``address + r // rows * tile + k * k_stride + j * row_stride``."""
+    ``a``'s data, with ``a_tiles = (tile, k, row strides in bytes)``, holds the rows: row ``r`` (a
+    multiple of ``rows`` plus ``j < rows``), column ``k`` at ``r // rows * tile + k * k_stride +
+    j * row_stride`` bytes in."""
     K = panels.shape[1]
     width = panels.shape[2]
     size = a.itemsize
-    address, tile, sk, sr = a_tiles
+    address = a.ctypes.data
+    tile, sk, sr = a_tiles
     ldo = out.strides[0] // size
     chunk = rows * M_TILES
     for c0 in range(r_first, r_last, chunk):  # K_BLOCK columns of a chunk of rows stay in the L2 cache
@@ -198,7 +207,7 @@ def _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows):
 def step_product(h, panels, C, out, rows, threads):
     """``product`` for jitted time loops: ``out = h @ W`` on ``threads`` threads, split by panels."""
     M = h.shape[0]
-    h_tiles = (h.ctypes.data, rows * h.strides[0], h.strides[1], h.strides[0])
+    h_tiles = (rows * h.strides[0], h.strides[1], h.strides[0])
     if threads > 1:
         _product_threads(h, M, h_tiles, panels, C, out, rows, threads, False)
     else:
@@ -281,9 +290,9 @@ def product(a, panels, C, out, threads=1):
         tiles = scratch("a", (count, K, rows), a.dtype)
         (_pack_rows_threads if threads > 1 else _pack_rows)(a, tiles)
         a = tiles
-        a_tiles = (tiles.ctypes.data, *tiles.strides)
+        a_tiles = tiles.strides
     else:
-        a_tiles = (a.ctypes.data, rows * a.strides[0], a.strides[1], a.strides[0])
+        a_tiles = (rows * a.strides[0], a.strides[1], a.strides[0])
     if threads > 1:
         by_rows = panels.shape[0] < 4 * threads and count >= 2 * threads
         _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows)

@@ -48,22 +48,27 @@ def test_accel_imports_nothing_above_it():
 
 
 def test_environment_variables_select_backend_and_threads():
-    pytest.importorskip("numba", reason="NPRNN_ACCEL=numba needs numba")
+    pytest.importorskip("numba", reason="the default backend is numba where numba is installed")
     show = "import nprnn.accel as a; print(a.backend(), a.blas_threads())"
-    assert python(show).stdout.split() == ["numpy", "auto"]  # the defaults
-    done = python(show, NPRNN_ACCEL="numba", NPRNN_BLAS_THREADS="0")
-    assert done.stdout.split() == ["numba", "0"]
-    assert python(show, NPRNN_BLAS_THREADS="Adaptive").stdout.split() == ["numpy", "adaptive"]
+    assert python(show).stdout.split() == ["numba", "auto"]  # the defaults
+    done = python(show, NPRNN_ACCEL="numpy", NPRNN_BLAS_THREADS="0")
+    assert done.stdout.split() == ["numpy", "0"]
+    assert python(show, NPRNN_BLAS_THREADS="Adaptive").stdout.split() == ["numba", "adaptive"]
     done = python(show, NPRNN_ACCEL="cuda", NPRNN_BLAS_THREADS="x")
-    assert done.stdout.split() == ["numpy", "auto"]
+    assert done.stdout.split() == ["numba", "auto"]
     assert "NPRNN_ACCEL='cuda' ignored" in done.stderr and "NPRNN_BLAS_THREADS='x' ignored" in done.stderr
 
 
-def test_numba_is_not_imported_by_default():
+def test_numba_is_imported_when_first_needed_not_with_nprnn():
+    pytest.importorskip("numba", reason="the default backend is numba where numba is installed")
     code = (
-        "import sys, numpy as np, nprnn\n"
-        "from nprnn.layers.lstm import TimeLSTM, init_lstm_params\n"
-        "TimeLSTM(*init_lstm_params(2, 3)).forward(np.zeros((1, 2, 2), np.float32))\n"
-        "print('numba' in sys.modules)"
+        "import sys, nprnn, nprnn.accel as a; print('numba' in sys.modules); a.kernels(); print('numba' in sys.modules)"
     )
-    assert python(code).stdout.strip() == "False"
+    assert python(code).stdout.split() == ["False", "True"]
+
+
+def test_without_numba_the_default_is_numpy():
+    code = "import sys; sys.modules['numba'] = None; import nprnn.accel as a; print(a.backend(), a.kernels())"
+    assert python(code).stdout.split() == ["numpy", "None"]
+    done = python(code, NPRNN_ACCEL="numba")  # asked for by name: says why it is not used
+    assert done.stdout.split() == ["numpy", "None"] and "NPRNN_ACCEL='numba' ignored" in done.stderr

@@ -1,0 +1,153 @@
+"""The packed kernels of the numba backend (nprnn/accel/packed.py) and the products built on them
+(``numba_kernels.matmul``, ``blas.split_matmul``): equal to NumPy's products to float rounding for
+any shape, dtype and strides; the same bits on one thread or two and whatever the split."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nprnn import accel
+
+try:
+    import numba  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):  # the test extra installs numba: in CI these tests must run, not skip
+        raise
+    pytest.skip("the numba backend is optional (pip install nprnn[accel])", allow_module_level=True)
+from nprnn.accel import blas, numba_kernels, packed  # noqa: E402  (needs numba)
+
+TOL = {np.float64: {"rtol": 1e-12, "atol": 1e-12}, np.float32: {"rtol": 2e-5, "atol": 2e-5}}
+
+
+def operands(rng, M, K, C, dtype, a_transposed=False, b_transposed=False):
+    a = rng.standard_normal((K, M) if a_transposed else (M, K)).astype(dtype)
+    b = rng.standard_normal((C, K) if b_transposed else (K, C)).astype(dtype)
+    return (a.T if a_transposed else a), (b.T if b_transposed else b)
+
+
+def assert_close(got, a, b):
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = TOL[a.dtype.type]
+    np.testing.assert_allclose(got, want, rtol=tol["rtol"], atol=tol["atol"] * max(1, a.shape[1]) ** 0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    M=st.integers(1, 40), K=st.integers(1, 300), C=st.integers(1, 100),
+    dtype=st.sampled_from([np.float32, np.float64]), a_t=st.booleans(), b_t=st.booleans(),
+    threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_matmul_equals_numpy_for_any_shape_and_strides(M, K, C, dtype, a_t, b_t, threads, seed):
+    a, b = operands(np.random.default_rng(seed), M, K, C, dtype, a_t, b_t)
+    out = packed.matmul(a, b, cap=threads)
+    assert out.shape == (M, C) and out.dtype == dtype
+    assert_close(out, a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, C", [(20, 650, 2600), (7, 300, 70), (300, 40, 33), (1, 600, 64)])
+def test_threads_and_splits_give_the_same_bits(rng, dtype, M, K, C):
+    """Every element is one FMA chain over k (in K_BLOCK pieces) whatever the split: 1 and 2 threads,
+    split by panels or by rows, give identical results."""
+    a, b = operands(rng, M, K, C, dtype)
+    panels = packed.pack(b)
+    one = packed.product(a, panels, C, np.empty((M, C), dtype), threads=1)
+    rows = packed.tile_rows(M)
+    a_tiles = (rows * a.strides[0], a.strides[1], a.strides[0])
+    for by_rows in (False, True):
+        two = np.empty((M, C), dtype)
+        packed._product_threads(a, M, a_tiles, panels, C, two, rows, 2, by_rows)
+        assert np.array_equal(one, two), by_rows
+    assert_close(one, a, b)
+
+
+def test_pack_pads_with_zeros_and_scales_columns(rng):
+    W = rng.standard_normal((5, 40))
+    scale = rng.standard_normal(40)
+    panels = packed.pack(W, scale)
+    width = packed.WIDTH[W.dtype]
+    assert panels.shape == (-(-40 // width), 5, width)
+    flat = panels.transpose(1, 0, 2).reshape(5, -1)
+    np.testing.assert_array_equal(flat[:, :40], W * scale)
+    assert not flat[:, 40:].any()
+
+
+def test_product_of_a_time_loop_writes_only_its_columns(rng):
+    W, h = rng.standard_normal((30, 50)), rng.standard_normal((6, 30))
+    product = packed.Product(W, 6, scale=np.full(50, 0.5))
+    out = product(h)
+    assert out is product.out and out.shape == (6, 50)
+    np.testing.assert_allclose(out, h @ (W * 0.5), rtol=1e-12)
+
+
+def test_product_refuses_mixed_dtypes(rng):
+    panels = packed.pack(rng.standard_normal((4, 8)))
+    with pytest.raises(TypeError, match="dtypes differ"):
+        packed.product(np.ones((2, 4), np.float32), panels, 8, np.empty((2, 8)))
+
+
+def test_tile_rows_covers_the_rows_in_as_few_even_tiles_as_possible():
+    assert packed.tile_rows(1) == 1
+    assert packed.tile_rows(packed.ROWS) == packed.ROWS
+    for M in range(1, 100):
+        rows = packed.tile_rows(M)
+        assert 1 <= rows <= packed.ROWS and -(-M // rows) == -(-M // packed.ROWS)
+
+
+def test_thread_counts_follow_the_sizes_and_the_cap_only():
+    assert packed.use_threads(20, 100, 400) == packed.use_threads(20, 100, 400)
+    assert packed.use_threads(2, 3, 4) == 1  # too small to split
+    assert packed.use_threads(64, 650, 2600, cap=1) == 1
+    assert packed.use_threads(64, 650, 2600) == numba.config.NUMBA_NUM_THREADS
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_split_matmul_equals_numpy_and_repeats_exactly(rng, parts):
+    a, b = operands(rng, 70, 90, 150, np.float32)
+    out = blas.split_matmul(a, b, np.empty((70, 150), np.float32), parts)
+    assert_close(out, a, b)
+    again = blas.split_matmul(a, b, np.empty((70, 150), np.float32), parts)
+    assert np.array_equal(out, again)
+
+
+def test_large_products_take_the_split_path_and_small_ones_the_kernels(rng, monkeypatch):
+    if not blas.can_cap() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("the split path needs threadpoolctl and two threads")
+    used = []
+    monkeypatch.setattr(blas, "split_matmul", lambda *args: used.append("split") or np.matmul(*args[:2]))
+    numba_kernels.matmul(*operands(rng, 700, 400, 400, np.float32))  # 224 MFLOP
+    numba_kernels.matmul(*operands(rng, 20, 100, 400, np.float32))
+    assert used == ["split"]
+
+
+def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng):
+    previous = accel.backend()
+    accel.use("numba")
+    try:
+        a, b = np.full((3, 4), 1e30, np.float32), np.full((4, 5), 1e30, np.float32)
+        with np.errstate(over="raise"):
+            with pytest.raises(FloatingPointError, match="overflow"):
+                accel.matmul(a, b)
+        assert np.isinf(accel.matmul(a, b)).all()  # NumPy's default: no error, inf
+    finally:
+        accel.use(previous)
+
+
+def test_the_avx2_tile_on_any_x86_64_cpu(tmp_path):
+    """NUMBA_CPU_NAME=haswell compiles the tile for AVX2 (16 vector registers), as on a CPU without
+    AVX-512: it must give the same products."""
+    code = (
+        "import numpy as np; from nprnn.accel import packed; r = np.random.default_rng(0);"
+        "a = r.standard_normal((23, 300)).astype(np.float32); b = r.standard_normal((300, 77)).astype(np.float32);"
+        "o = packed.matmul(a, b); print(packed.VECTOR_BYTES, packed.ROWS, float(np.abs(o - a @ b).max()))"
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    vector_bytes, rows, error = done.stdout.split()
+    assert (vector_bytes, rows) == ("32", "6") and float(error) < 1e-3
