@@ -6,10 +6,11 @@ nprnn (its default path: the numba kernels of nprnn.accel) vs its NumPy referenc
     python benchmarks/bench_rnn.py --quick               # fewer repeats
 
 PyTorch runs in processes of its own, one with 1 thread and one with 2 (in one process with NumPy,
-its OpenMP threads and OpenBLAS's spin against each other), timed in the same interleaved rounds
-as the rest, with an idle pause after every run so that no one's spinning threads meet the next;
-"torch best" is the better of its two thread counts (by median), and ratios are medians over rounds
-of the ratio of neighbouring runs (> 1: nprnn is faster).
+its OpenMP threads and OpenBLAS's spin against each other), timed in the same rounds as the rest:
+each implementation runs back to back for a block of runs after an idle pause, so that no one's
+spinning threads meet the next (interleaving single runs slowed torch at (20, 35, 100, 100) from
+2.5 ms to 58 ms); "torch best" is the better of its two thread counts (by median), and ratios are
+medians over rounds of the ratio of neighbouring blocks (> 1: nprnn is faster).
 
 Prints a Markdown table with the machine line (benchmarks/machine.py), the GFLOP/s of nprnn's
 default path as a fraction of this machine's measured float32 matmul peak, and the load average
@@ -163,22 +164,31 @@ class TorchProcess:
         self.process.join()
 
 
-def interleaved_samples(runners, min_time, pause=0.02):
-    """Time the implementations in rounds, one run of each per round (in a rotating order), so that
-    load on the machine hits them alike, with ``pause`` seconds idle after every run (OpenMP and
-    OpenBLAS threads spin for a while after their work). A runner may return its own timing (else it
-    is timed here). Returns the samples, aligned by round."""
-    for run in runners.values():  # warm-up
+def interleaved_samples(runners, min_time, settle=0.3, block=0.2):
+    """Time the implementations in rounds (in a rotating order), so that load on the machine hits
+    them alike. In a round each one runs as a training loop calls it, back to back for about
+    ``block`` seconds, after ``settle`` seconds idle: the worker threads of OpenBLAS (~0.1 s) and of
+    OpenMP runtimes spin on after their work, and would slow whoever runs next, in any process. The
+    sample of a round is the median of its block, the first run left out. A runner may return its
+    own timing (else it is timed here). Returns the samples, aligned by round."""
+    once = {}
+    for name, run in runners.items():  # warm-up, and the length of a run
         run()
+        t0 = time.perf_counter()
+        own = run()
+        once[name] = time.perf_counter() - t0 if own is None else own
     names = list(runners)
     samples = {name: [] for name in names}
     start, rounds = time.perf_counter(), 0
     while time.perf_counter() - start < min_time or rounds < 5:
         for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
-            t0 = time.perf_counter()
-            own = runners[name]()
-            samples[name].append(time.perf_counter() - t0 if own is None else own)
-            time.sleep(pause)
+            time.sleep(settle)
+            times = []
+            for _ in range(1 + max(3, int(block / max(once[name], 1e-6)))):
+                t0 = time.perf_counter()
+                own = runners[name]()
+                times.append(time.perf_counter() - t0 if own is None else own)
+            samples[name].append(float(np.median(times[1:])))
         rounds += 1
     return {name: np.array(s) for name, s in samples.items()}
 
@@ -216,7 +226,7 @@ def main(argv=None):
     print(f"nprnn default backend: {accel.backend()}; BLAS threads: {accel.blas_threads()}")
     print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
     torches = {"torch 1t": TorchProcess(1), "torch 2t": TorchProcess(2)}
-    min_time = 0.5 if args.quick else 2.0
+    min_time = 2.0 if args.quick else 6.0
     rng = np.random.default_rng(0)
     grid = GRID if args.sizes is None else [GRID[i] for i in args.sizes]
     for cell in args.cell:
