@@ -1,17 +1,21 @@
 """Language-model training throughput (words/s), nprnn vs an equivalent PyTorch CPU model, in one run.
 
-    python benchmarks/bench_lm.py [--quick] [--threads 2]
+    python benchmarks/bench_lm.py [--quick]
 
 Each configuration times full training steps (forward, backward, global-norm clipping, SGD update)
-on random ids of a 10,000-word vocabulary, alternating the two implementations so that machine
-load hits both alike. Prints a Markdown table; the ratio > 1 means nprnn is faster.
+on random ids of a 10,000-word vocabulary: nprnn's default path (the numba kernels), its NumPy
+reference path, and PyTorch in processes of its own at 1 and at 2 threads, in the rounds of
+benchmarks/timing.py (blocks of back-to-back steps after an idle pause). Prints a Markdown table with
+the machine line; "nprnn / torch best" > 1 means nprnn trains faster than PyTorch at its better
+thread count.
 """
 
 import argparse
-import time
+import os
 
 import numpy as np
 from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, commit
+from timing import TorchProcess, interleaved_samples, ratio  # benchmarks/timing.py
 
 CONFIGS = {  # name: (cell, embed, hidden, layers, batch, bptt)
     "rnnlm (LSTM 100)": ("lstm", 100, 100, 1, 20, 35),
@@ -22,8 +26,8 @@ CONFIGS = {  # name: (cell, embed, hidden, layers, batch, bptt)
 V = 10000
 
 
-def nprnn_step(cell, E, H, L, N, T, rng):
-    from nprnn import optim
+def nprnn_step(cell, E, H, L, N, T, rng, backend="numba"):
+    from nprnn import accel, optim
     from nprnn.models.lm import LanguageModel, LMConfig
 
     model = LanguageModel(LMConfig(vocab_size=V, cell=cell, embed=E, hidden=H, layers=L), seed=0)
@@ -31,6 +35,7 @@ def nprnn_step(cell, E, H, L, N, T, rng):
     xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
 
     def step():
+        accel.use(backend)
         model.forward(xs, ts)
         model.backward()
         optim.clip_grads(model.grads, 0.25)
@@ -75,30 +80,38 @@ def torch_step(cell, E, H, L, N, T, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter timing per configuration")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default 2)")
     args = parser.parse_args(argv)
-    import torch
+    from importlib.metadata import version
 
-    torch.set_num_threads(args.threads)
-    min_time = 3.0 if args.quick else 10.0
+    from nprnn import accel
+
+    min_time = 4.0 if args.quick else 12.0
     print(describe())
-    print(f"numpy {np.__version__}, torch {torch.__version__} ({args.threads} threads), V={V}\n")
-    print("| model | N x T | nprnn words/s | torch words/s | nprnn / torch |")
-    print("|---|---|---:|---:|---:|")
+    print(f"numpy {np.__version__}, torch {version('torch')} (1 and 2 threads, own processes), V={V}")
+    print(f"nprnn default backend: {accel.backend()}\n")
+    print("| model | N x T | nprnn words/s | numpy path words/s | torch 1t words/s | torch 2t words/s "
+          "| nprnn / torch best | nprnn / numpy path | load |")  # fmt: skip
+    print("|---|---|" + "---:|" * 7)
+    torches = {f"torch {n}t": TorchProcess(n, "bench_lm:torch_step") for n in (1, 2)}
     for name, (cell, E, H, L, N, T) in CONFIGS.items():
         rng = np.random.default_rng(0)
-        steps = {"nprnn": nprnn_step(cell, E, H, L, N, T, rng), "torch": torch_step(cell, E, H, L, N, T, rng)}
-        times = {k: [] for k in steps}
-        for step in steps.values():
-            step()
-        start = time.perf_counter()
-        while time.perf_counter() - start < min_time or min(map(len, times.values())) < 5:
-            for k, step in steps.items():
-                t0 = time.perf_counter()
-                step()
-                times[k].append(time.perf_counter() - t0)
-        wps = {k: N * T / float(np.median(v)) for k, v in times.items()}
-        print(f"| {name} | {N} x {T} | {wps['nprnn']:,.0f} | {wps['torch']:,.0f} | {wps['nprnn'] / wps['torch']:.2f} |")
+        runners = {
+            "nprnn": nprnn_step(cell, E, H, L, N, T, rng, "numba"),
+            "numpy": nprnn_step(cell, E, H, L, N, T, rng, "numpy"),
+            **{label: proc.runner(cell, E, H, L, N, T) for label, proc in torches.items()},
+        }
+        samples = interleaved_samples(runners, min_time)
+        accel.use("auto")
+        wps = {k: N * T / float(np.median(v)) for k, v in samples.items()}
+        best = max(torches, key=lambda k: wps[k])
+        print(
+            f"| {name} | {N} x {T} | {wps['nprnn']:,.0f} | {wps['numpy']:,.0f} | {wps['torch 1t']:,.0f} "
+            f"| {wps['torch 2t']:,.0f} | {ratio(samples, best, 'nprnn'):.2f} ({best[6:]}) "
+            f"| {ratio(samples, 'numpy', 'nprnn'):.2f} | {os.getloadavg()[0]:.1f} |",
+            flush=True,
+        )
+    for proc in torches.values():
+        proc.close()
 
 
 if __name__ == "__main__":

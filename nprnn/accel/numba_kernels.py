@@ -94,11 +94,15 @@ def recurrent_product(W, N, scale=None):
     return packed.Product(W, N, scale, cap=_cap())
 
 
-SPLIT_FLOPS = 2e8  # products of more FLOPs run as column blocks on one BLAS thread each (blas.split_matmul)
+# Products of more FLOPs run as column blocks on one BLAS thread each (blas.split_matmul). Measured
+# (GFLOP/s, split / packed): (1120, 200) @ (200, 800) 249 / 293, (200, 1120) @ (1120, 800) 141 / 207,
+# (2240, 650) @ (650, 650) 291 / 298, (700, 650) @ (650, 2600) 334 / 266, (2240, 650) @ (650, 2600) 335 / 217.
+SPLIT_FLOPS = 1.5e9
 
 
 def matmul(a, b, out=None):
-    """``a @ b`` of two 2-D arrays of one float dtype: on the packed kernels (``packed.matmul``), or
+    """``a @ b`` of two 2-D arrays of one float dtype: under 2 MFLOP NumPy's (OpenBLAS keeps such a
+    product on the calling thread); else on the packed kernels (``packed.matmul``), or
     for large products on BLAS, one thread per block of columns (``blas.split_matmul``; measured on
     (700, 650) @ (650, 2600): packed 283 GFLOP/s, split 320, BLAS's own two threads 319). Either way
     BLAS's own threads stay asleep. The path and the split follow the sizes alone."""
@@ -107,6 +111,8 @@ def matmul(a, b, out=None):
     if out is not None and not (out.flags.c_contiguous and out.shape == (M, C)):
         out[...] = matmul(a, b)
         return out
+    if 2 * M * K * C < blas.SINGLE_THREAD_FLOPS:  # OpenBLAS runs it on the calling thread: no packing
+        return np.matmul(a, b, out=out)
     threads = packed.use_threads(M, K, C, _cap())
     if threads > 1 and 2 * M * K * C >= SPLIT_FLOPS and C >= 32 * threads and blas.can_cap():
         return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
@@ -286,7 +292,7 @@ def gru_backward_step(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev,
 
 # The step kernels on numba's threads, a static split by rows, for steps of at least PARALLEL_ROWS
 # units (rows x H): below that a parallel launch costs more than it saves.
-PARALLEL_ROWS = 8192
+PARALLEL_ROWS = 4096
 
 
 @numba.njit(parallel=True, **_JIT)

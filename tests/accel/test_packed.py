@@ -115,14 +115,16 @@ def test_split_matmul_equals_numpy_and_repeats_exactly(rng, parts):
     assert np.array_equal(out, again)
 
 
-def test_large_products_take_the_split_path_and_small_ones_the_kernels(rng, monkeypatch):
+def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     if not blas.can_cap() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the split path needs threadpoolctl and two threads")
     used = []
-    monkeypatch.setattr(blas, "split_matmul", lambda *args: used.append("split") or np.matmul(*args[:2]))
+    monkeypatch.setattr(blas, "split_matmul", lambda a, b, *_: used.append("split") or a @ b)
+    monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: used.append("packed") or a @ b)
+    numba_kernels.matmul(*operands(rng, 1200, 800, 800, np.float32))  # 1536 MFLOP
     numba_kernels.matmul(*operands(rng, 700, 400, 400, np.float32))  # 224 MFLOP
-    numba_kernels.matmul(*operands(rng, 20, 100, 400, np.float32))
-    assert used == ["split"]
+    numba_kernels.matmul(*operands(rng, 20, 40, 400, np.float32))  # 0.64 MFLOP: NumPy's, on one thread
+    assert used == ["split", "packed"]
 
 
 def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng):
