@@ -9,7 +9,8 @@ idle. That only shows in the numbers where 1 and 2 threads round differently: Op
 (AVX2) kernels do, its SkylakeX (AVX-512) kernels mostly do not. So the children run with 2 BLAS
 threads and, if this machine's own kernels round alike, with ``OPENBLAS_CORETYPE=Haswell`` (only when
 the CPU has AVX2 and FMA); ``test_blas_threads_show_in_the_checkpoint`` proves on every run that a
-change in the thread count changes the checkpoint, i.e. that the load tests can fail.
+change in the thread count changes the NumPy path's checkpoint, i.e. that the load tests can fail.
+Every test runs on both backends: the numba path (the default) and the NumPy reference.
 
 The busy processes are niced busy loops: runnable all the time, so the machine counts as busy, but
 the run under test still gets the cores. Each child takes 2-5 s; the file about 20-30 s.
@@ -62,13 +63,16 @@ def cpu_has_avx2():
     return platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= set(flags)
 
 
-@pytest.fixture(scope="module")
-def env():
-    """The children's environment: no NPRNN_ settings (the defaults are under test), 2 BLAS threads,
-    and a BLAS kernel whose 1- and 2-thread products round differently."""
+@pytest.fixture(scope="module", params=["numba", "numpy"])
+def env(request):
+    """The children's environment: the backend under test, no other NPRNN_ settings (the defaults are
+    under test), 2 BLAS threads, and a BLAS kernel whose 1- and 2-thread products round differently."""
     pytest.importorskip("threadpoolctl", reason="nprnn sets BLAS threads through threadpoolctl")
+    if request.param == "numba":
+        pytest.importorskip("numba", reason="the numba backend needs numba")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("NPRNN_", "OPENBLAS_", "OMP_"))}
     base["OPENBLAS_NUM_THREADS"] = "2"
+    base["NPRNN_ACCEL"] = request.param
     candidates = [base] + ([dict(base, OPENBLAS_CORETYPE="Haswell")] if cpu_has_avx2() else [])
     for candidate in candidates:
         probe = subprocess.run([sys.executable, "-c", ROUNDING_PROBE], env=candidate, capture_output=True, text=True)
@@ -145,11 +149,15 @@ def idle_run(env, tmp_path_factory):
 
 
 def test_blas_threads_show_in_the_checkpoint(env, idle_run, tmp_path):
-    """The same run with every product on one BLAS thread ends elsewhere: a policy that switched
-    between 1 and 2 threads with the load would fail the tests below."""
+    """NumPy path: the same run with every product on one BLAS thread ends elsewhere, so a policy that
+    switched between 1 and 2 threads with the load would fail the tests below. numba path: its packed
+    products give the same bits on one thread or two, so here even forcing one thread changes nothing."""
     run(nprnn(*TRAIN, "--out", tmp_path / "run"), tmp_path, dict(env, NPRNN_BLAS_THREADS="1"))
     one_thread = arrays(tmp_path / "run")
-    assert not np.array_equal(one_thread["checkpoint.npz/param/000"], idle_run["checkpoint.npz/param/000"])
+    if env["NPRNN_ACCEL"] == "numpy":
+        assert not np.array_equal(one_thread["checkpoint.npz/param/000"], idle_run["checkpoint.npz/param/000"])
+    else:
+        assert_bit_identical(one_thread, idle_run)
 
 
 def test_a_run_under_load_is_bit_identical_to_the_idle_run(env, idle_run, tmp_path):
