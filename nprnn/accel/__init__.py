@@ -27,7 +27,9 @@ from nprnn.accel.blas import (
     SINGLE_THREAD_FLOPS,
     SMALL_FLOPS,
     blas_threads,
+    in_row_blocks,
     machine_busy,
+    one_thread,
     set_blas_threads,
     threads_for,
     threads_for_time_layer,
@@ -36,7 +38,7 @@ from nprnn.accel.blas import (
 __all__ = [
     "BACKENDS", "use", "backend", "kernels", "matmul",
     "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
-    "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
+    "set_blas_threads", "blas_threads", "machine_busy", "in_row_blocks", "one_thread", "threads_for", "threads_for_time_layer",
 ]  # fmt: skip
 
 backends.from_environment()

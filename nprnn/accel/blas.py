@@ -155,19 +155,42 @@ _pool = {"executor": None}
 os.register_at_fork(after_in_child=lambda: _pool.update(executor=None))  # a forked child has no such threads
 
 
+def _executor(workers):
+    if _pool["executor"] is None or _pool["executor"]._max_workers != workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool["executor"] = ThreadPoolExecutor(workers, thread_name_prefix="nprnn-blas")
+    return _pool["executor"]
+
+
+def in_row_blocks(function, rows, parts=None):
+    """``function(lo, hi)`` for ``parts`` blocks of ``range(rows)`` side by side (the caller does the
+    first, a pool thread each other; NumPy releases the GIL in its loops over large arrays). For
+    work done row by row, whose results do not depend on the blocks. ``parts``: the cores, at most 4."""
+    parts = min(parts or _cores(), max(rows, 1))
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    futures = [_executor(parts - 1).submit(function, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])] if parts > 1 else []
+    function(bounds[0], bounds[1])
+    for future in futures:
+        future.result()
+
+
+def _cores():
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
 def split_matmul(a, b, out, parts):
     """``out = a @ b`` as ``parts`` products of column blocks run side by side, each on one BLAS thread
     (the caller and ``parts - 1`` threads of a pool kept for it). As fast as BLAS's own threads on
     large products, without waking them (``one_thread``). The blocks depend on the sizes only."""
     C = b.shape[1]
     bounds = [C * i // parts // 16 * 16 for i in range(parts)] + [C]  # 16: whole vectors per block
-    if _pool["executor"] is None or _pool["executor"]._max_workers != parts - 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool["executor"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="nprnn-blas")
     with one_thread():
         futures = [
-            _pool["executor"].submit(np.matmul, a, b[:, lo:hi], out=out[:, lo:hi])
+            _executor(parts - 1).submit(np.matmul, a, b[:, lo:hi], out=out[:, lo:hi])
             for lo, hi in zip(bounds[1:-1], bounds[2:])
         ]
         np.matmul(a, b[:, : bounds[1]], out=out[:, : bounds[1]])

@@ -97,7 +97,10 @@ def recurrent_product(W, N, scale=None):
 # Products of more FLOPs run as column blocks on one BLAS thread each (blas.split_matmul). Measured
 # (GFLOP/s, split / packed): (1120, 200) @ (200, 800) 249 / 293, (200, 1120) @ (1120, 800) 141 / 207,
 # (2240, 650) @ (650, 650) 291 / 298, (700, 650) @ (650, 2600) 334 / 266, (2240, 650) @ (650, 2600) 335 / 217.
+# From 1 GFLOP a B of a million elements or more goes to the split too: packing it costs more than
+# the packed kernels gain ((700, 100) @ (100, 10000): split 245, packed 206; its dW 271 / 130).
 SPLIT_FLOPS = 1.5e9
+SPLIT_FLOPS_LARGE_B = 1e9
 
 
 def matmul(a, b, out=None):
@@ -114,7 +117,9 @@ def matmul(a, b, out=None):
     if 2 * M * K * C < blas.SINGLE_THREAD_FLOPS:  # OpenBLAS runs it on the calling thread: no packing
         return np.matmul(a, b, out=out)
     threads = packed.use_threads(M, K, C, _cap())
-    if threads > 1 and 2 * M * K * C >= SPLIT_FLOPS and C >= 32 * threads and blas.can_cap():
+    flops = 2 * M * K * C
+    large = flops >= SPLIT_FLOPS or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
+    if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
     return packed.matmul(a, b, out, cap=_cap())
 

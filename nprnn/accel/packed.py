@@ -245,13 +245,21 @@ PARALLEL_PACK = 1 << 18  # elements: smaller matrices are packed on one thread
 _scratch = threading.local()
 
 
+SCRATCH_KEPT = 8  # buffers per thread and role: a model's layers pack a few shapes each step
+
+
 def scratch(role, shape, dtype):
-    """A buffer of this thread's for ``role``, kept from call to call: a fresh one of megabytes costs
-    a page fault per 4 KB on first use (~0.5 ms for the (650, 2600) panels)."""
-    buffers = _scratch.__dict__.setdefault("buffers", {})
-    buffer = buffers.get(role)
-    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-        buffer = buffers[role] = np.empty(shape, dtype=dtype)
+    """A buffer of this thread's for ``role`` and this shape, kept from call to call (the last
+    ``SCRATCH_KEPT`` shapes of each role): a fresh one of megabytes costs a page fault per 4 KB on
+    first use (~0.5 ms for the (650, 2600) panels)."""
+    buffers = _scratch.__dict__.setdefault("buffers", {}).setdefault(role, {})
+    key = (shape, np.dtype(dtype))
+    buffer = buffers.pop(key, None)
+    if buffer is None:
+        buffer = np.empty(shape, dtype=dtype)
+        if len(buffers) >= SCRATCH_KEPT:
+            del buffers[next(iter(buffers))]  # the least recently used
+    buffers[key] = buffer  # now the most recently used
     return buffer
 
 

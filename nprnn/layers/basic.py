@@ -123,6 +123,9 @@ class TimeAffine:
         return dxs.reshape(N, T, self.D)
 
 
+PARALLEL_SOFTMAX = 1 << 20  # scores: from a million, the rows are split over the cores (nprnn.accel)
+
+
 class TimeSoftmaxWithLoss:
     """Softmax + cross-entropy at every position, averaged over the positions that count.
 
@@ -155,12 +158,22 @@ class TimeSoftmaxWithLoss:
 
         scores = xs.reshape(N * T, V)
         targets = np.where(counted, ts, 0).reshape(N * T)  # any valid index at masked positions
-        rows = np.arange(N * T)
-        exps = scores - scores.max(axis=1, keepdims=True)
-        target_scores = exps[rows, targets]
-        np.exp(exps, out=exps)
-        sums = exps.sum(axis=1)  # >= 1: the max contributes exp(0)
-        losses = np.log(sums) - target_scores
+        exps = np.empty_like(scores)
+        sums = np.empty(N * T, dtype=scores.dtype)
+        losses = np.empty(N * T, dtype=scores.dtype)
+
+        def rows(lo, hi):  # row by row: the same numbers whatever the blocks
+            e = exps[lo:hi]
+            np.subtract(scores[lo:hi], scores[lo:hi].max(axis=1, keepdims=True), out=e)
+            target_scores = e[np.arange(hi - lo), targets[lo:hi]]
+            np.exp(e, out=e)
+            e.sum(axis=1, out=sums[lo:hi])  # >= 1: the max contributes exp(0)
+            np.subtract(np.log(sums[lo:hi]), target_scores, out=losses[lo:hi])
+
+        if scores.size >= PARALLEL_SOFTMAX:
+            accel.in_row_blocks(rows, N * T)
+        else:
+            rows(0, N * T)
         counted = counted.reshape(N * T)
         n_counted = int(counted.sum())
         loss = float(losses[counted].sum() / n_counted) if n_counted else 0.0
@@ -176,7 +189,16 @@ class TimeSoftmaxWithLoss:
         row_scale = np.zeros(len(sums), dtype=exps.dtype)
         if n_counted:
             row_scale[counted] = dout / n_counted
-        dxs = exps * (row_scale / sums)[:, None]
+        scale = row_scale / sums
+        dxs = np.empty_like(exps)
+
+        def rows(lo, hi):
+            np.multiply(exps[lo:hi], scale[lo:hi, None], out=dxs[lo:hi])
+
+        if exps.size >= PARALLEL_SOFTMAX:
+            accel.in_row_blocks(rows, len(sums))
+        else:
+            rows(0, len(sums))
         dxs[np.arange(len(sums)), targets] -= row_scale
         return dxs.reshape(shape)
 
