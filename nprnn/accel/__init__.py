@@ -38,7 +38,8 @@ from nprnn.accel.blas import (
 __all__ = [
     "BACKENDS", "use", "backend", "kernels", "matmul",
     "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
-    "set_blas_threads", "blas_threads", "machine_busy", "in_row_blocks", "one_thread", "threads_for", "threads_for_time_layer",
+    "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
+    "one_thread", "in_row_blocks",
 ]  # fmt: skip
 
 backends.from_environment()

@@ -169,7 +169,8 @@ def in_row_blocks(function, rows, parts=None):
     work done row by row, whose results do not depend on the blocks. ``parts``: the cores, at most 4."""
     parts = min(parts or _cores(), max(rows, 1))
     bounds = [rows * i // parts for i in range(parts + 1)]
-    futures = [_executor(parts - 1).submit(function, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])] if parts > 1 else []
+    pool = _executor(parts - 1) if parts > 1 else None
+    futures = [pool.submit(function, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     function(bounds[0], bounds[1])
     for future in futures:
         future.result()
