@@ -4,7 +4,8 @@ Each chapter model is built and trained the way its chapter script does it (ch05
 BetterRnnlm with RnnlmTrainer + SGD, ch07 Seq2seq and PeekySeq2seq, ch08 AttentionSeq2seq with Trainer +
 Adam; the book's sizes, batch sizes and clipping), from the same seed, on the book's data from
 ../shared/data. Each measurement runs in a fresh subprocess with the BLAS thread count fixed through
-``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` (``1``, or unset for the default), and
+``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``NUMBA_NUM_THREADS`` (``1``: one thread for
+nprnn's numba kernels too; or unset for the default), and
 times only the training iterations (after two warm-up iterations). Book and nprnn.dlfs2 runs alternate, in
 alternating order, so a change of the machine's load hits both alike; the figure is the median over the
 repeats. Prints a Markdown table with the ratios and the machine line (``benchmarks/machine.py``).
@@ -45,7 +46,7 @@ MODELS = {
                        dict(data="date.txt", D=16, H=256, batch=128, reverse=True), 30),
 }  # fmt: skip
 WARMUP = 2
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def worker(side, name, iters):

@@ -100,11 +100,15 @@ def recurrent_product(W, N, scale=None):
 # From 1 GFLOP a B of a million elements or more goes to the split too: packing it costs more than
 # the packed kernels gain ((700, 100) @ (100, 10000): split 245, packed 206; its dW 271 / 130).
 SPLIT_FLOPS = 1.5e9
+# OpenBLAS runs a product of M K C <= 65536 * 4 on the calling thread; a larger one wakes its threads
+# (interface/gemm.c), which then spin ~0.1 s: TimeLSTM in the textbook's ch07 Seq2seq took 24.7 ms an
+# iteration beside its (512, 128) @ (128, 13) output products on NumPy, 7.8 ms with one BLAS thread.
+OPENBLAS_ONE_THREAD = 65536 * 4
 SPLIT_FLOPS_LARGE_B = 1e9
 
 
 def matmul(a, b, out=None):
-    """``a @ b`` of two 2-D arrays of one float dtype: under 2 MFLOP NumPy's (OpenBLAS keeps such a
+    """``a @ b`` of two 2-D arrays of one float dtype: the smallest on NumPy's (OpenBLAS keeps such a
     product on the calling thread); else on the packed kernels (``packed.matmul``), or
     for large products on BLAS, one thread per block of columns (``blas.split_matmul``; measured on
     (700, 650) @ (650, 2600): packed 283 GFLOP/s, split 320, BLAS's own two threads 319). Either way
@@ -114,7 +118,7 @@ def matmul(a, b, out=None):
     if out is not None and not (out.flags.c_contiguous and out.shape == (M, C)):
         out[...] = matmul(a, b)
         return out
-    if 2 * M * K * C < blas.SINGLE_THREAD_FLOPS:  # OpenBLAS runs it on the calling thread: no packing
+    if M * K * C <= OPENBLAS_ONE_THREAD:  # OpenBLAS runs it on the calling thread: no packing
         return np.matmul(a, b, out=out)
     threads = packed.use_threads(M, K, C, _cap())
     flops = 2 * M * K * C

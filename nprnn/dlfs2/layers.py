@@ -8,6 +8,7 @@ and one ``np.add.reduceat`` instead of ``np.add.at`` (2-3x faster, the same sums
 ``Dropout`` draws its mask from the global ``np.random``, as the book does, so ``np.random.seed`` replays it.
 """
 
+from nprnn import accel
 from nprnn.dlfs2.config import GPU
 from nprnn.dlfs2.functions import cross_entropy_error, sigmoid, softmax
 from nprnn.dlfs2.np import np
@@ -16,6 +17,12 @@ __all__ = [
     "MatMul", "Affine", "Softmax", "SoftmaxWithLoss", "Sigmoid", "SigmoidWithLoss", "Dropout", "Embedding",
     "np", "GPU", "softmax", "sigmoid", "cross_entropy_error",
 ]  # fmt: skip
+
+
+def _dot(a, b):
+    """``np.dot``; for two matrices ``nprnn.accel.matmul``, so that on the numba backend the products
+    never wake OpenBLAS's threads, which would spin against the time layers' kernels."""
+    return accel.matmul(a, b) if a.ndim == 2 and b.ndim == 2 else np.dot(a, b)
 
 
 class MatMul:
@@ -29,12 +36,12 @@ class MatMul:
     def forward(self, x):
         (W,) = self.params
         self.x = x
-        return np.dot(x, W)
+        return _dot(x, W)
 
     def backward(self, dout):
         (W,) = self.params
-        self.grads[0][...] = np.dot(self.x.T, dout)
-        return np.dot(dout, W.T)
+        self.grads[0][...] = _dot(self.x.T, dout)
+        return _dot(dout, W.T)
 
 
 class Affine:
@@ -48,13 +55,13 @@ class Affine:
     def forward(self, x):
         W, b = self.params
         self.x = x
-        return np.dot(x, W) + b
+        return _dot(x, W) + b
 
     def backward(self, dout):
         W, _ = self.params
-        self.grads[0][...] = np.dot(self.x.T, dout)
+        self.grads[0][...] = _dot(self.x.T, dout)
         self.grads[1][...] = np.sum(dout, axis=0)
-        return np.dot(dout, W.T)
+        return _dot(dout, W.T)
 
 
 class Softmax:

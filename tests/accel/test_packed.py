@@ -123,7 +123,7 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: used.append("packed") or a @ b)
     numba_kernels.matmul(*operands(rng, 1200, 800, 800, np.float32))  # 1536 MFLOP
     numba_kernels.matmul(*operands(rng, 700, 400, 400, np.float32))  # 224 MFLOP
-    numba_kernels.matmul(*operands(rng, 20, 40, 400, np.float32))  # 0.64 MFLOP: NumPy's, on one thread
+    numba_kernels.matmul(*operands(rng, 20, 30, 400, np.float32))  # M K C = 240000: NumPy's, on one thread
     assert used == ["split", "packed"]
 
 
