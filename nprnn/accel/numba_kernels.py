@@ -378,24 +378,11 @@ def _rnn_backward(dA, dhs, dh_final, hs_all, steps, panels, C, dh, rows, threads
 def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
+        a, h_prev, c_prev, h, c, tanh_c = gates[t], hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t]
         if by_rows:
-            _lstm_forward_rows(
-                gates[t], rec, hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t], t, steps, threads
-            )
+            _lstm_forward_rows(a, rec, h_prev, c_prev, h, c, tanh_c, t, steps, threads)
         else:
-            lstm_forward_step(
-                gates[t],
-                rec,
-                hs_all[t],
-                cs_all[t],
-                hs_all[t + 1],
-                cs_all[t + 1],
-                tanh_cs[t],
-                t,
-                steps,
-                0,
-                steps.shape[0],
-            )
+            lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
