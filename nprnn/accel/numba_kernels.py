@@ -105,6 +105,9 @@ SPLIT_FLOPS = 1.5e9
 # iteration beside its (512, 128) @ (128, 13) output products on NumPy, 7.8 ms with one BLAS thread.
 OPENBLAS_ONE_THREAD = 65536 * 4
 SPLIT_FLOPS_LARGE_B = 1e9
+# And from 100 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
+# first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s.
+SPLIT_FLOPS_TRANSPOSED_A = 1e8
 
 
 def matmul(a, b, out=None):
@@ -122,7 +125,11 @@ def matmul(a, b, out=None):
         return np.matmul(a, b, out=out)
     threads = packed.use_threads(M, K, C, _cap())
     flops = 2 * M * K * C
-    large = flops >= SPLIT_FLOPS or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
+    large = (
+        flops >= SPLIT_FLOPS
+        or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
+        or (flops >= SPLIT_FLOPS_TRANSPOSED_A and a.strides[1] != a.itemsize)
+    )
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
     return packed.matmul(a, b, out, cap=_cap())
