@@ -151,16 +151,18 @@ def one_thread():
     return context
 
 
-_pool = {"executor": None}
-os.register_at_fork(after_in_child=lambda: _pool.update(executor=None))  # a forked child has no such threads
+_pools = {}  # worker count -> ThreadPoolExecutor, kept for the process's life
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of their threads
 
 
 def _executor(workers):
-    if _pool["executor"] is None or _pool["executor"]._max_workers != workers:
+    """One pool per worker count, made on first use and never replaced (a replaced pool's threads
+    would live on)."""
+    if workers not in _pools:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool["executor"] = ThreadPoolExecutor(workers, thread_name_prefix="nprnn-blas")
-    return _pool["executor"]
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="nprnn-blas")
+    return _pools[workers]
 
 
 def in_row_blocks(function, rows, parts=None):

@@ -115,6 +115,20 @@ def test_split_matmul_equals_numpy_and_repeats_exactly(rng, parts):
     assert np.array_equal(out, again)
 
 
+def test_split_matmul_keeps_one_pool_per_thread_count(rng):
+    import threading
+
+    a, b = operands(rng, 40, 50, 200, np.float32)
+
+    def alternate():
+        for parts in (2, 3, 2, 3, 2):
+            blas.split_matmul(a, b, np.empty((40, 200), np.float32), parts)
+        return len([t for t in threading.enumerate() if t.name.startswith("nprnn-blas")])
+
+    first = alternate()
+    assert alternate() == first  # the pools of 1 and 2 workers are reused, not made again per call
+
+
 def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     if not blas.can_cap() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the split path needs threadpoolctl and two threads")
