@@ -41,8 +41,6 @@ import math
 
 import numpy as np
 
-from nprnn import accel
-
 # ---------------------------------------------------------------- tied weights
 
 
@@ -112,9 +110,7 @@ def grad_norm(grads):
     is finite are recomputed in float64 after scaling by the largest entry.
     """
     total = 0.0
-    # One BLAS thread: OpenBLAS threads its dot products from 10000 elements, and its woken threads
-    # would spin for ~0.1 s against the next step's kernels (nprnn.accel.one_thread).
-    with np.errstate(over="ignore"), accel.one_thread():  # overflow: handled below
+    with np.errstate(over="ignore"):  # handled below
         for g in grads:
             flat = g.reshape(-1)
             total += float(np.dot(flat, flat))
