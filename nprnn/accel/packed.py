@@ -44,9 +44,7 @@ VECTOR_BYTES = _vector_bytes()
 VECTORS = 2  # vectors per tile row: a panel is two vectors wide (measured best against 3 and 4)
 ROWS = 12 if VECTOR_BYTES == 64 else 6  # ROWS * VECTORS accumulators, with room for W and h in registers
 WIDTH = {np.dtype(np.float32): VECTORS * VECTOR_BYTES // 4, np.dtype(np.float64): VECTORS * VECTOR_BYTES // 8}
-PARALLEL_FLOPS = float(
-    __import__("os").environ.get("XPF", 1e6)
-)  # products of fewer FLOPs run on one thread (a parallel launch costs a few us)
+PARALLEL_FLOPS = 1e6  # products of fewer FLOPs run on one thread (a parallel launch costs a few us)
 
 
 def _make_tile(rows):
@@ -164,7 +162,7 @@ def tile_rows(M):
 
 
 @numba.njit(**_JIT)
-def _product(a, M, a_tiles, panels, C, out, rows, p_first, p_last, r_first, r_last):
+def _product(a, a_tiles, panels, C, out, rows, p_first, p_last, r_first, r_last):
     """``out[r_first:r_last, panels p_first:p_last] = a[r_first:r_last] @ W`` (``C``: W's columns).
     ``a``'s data, with ``a_tiles = (tile, k, row strides in bytes)``, holds the rows: row ``r`` (a
     multiple of ``rows`` plus ``j < rows``), column ``k`` at ``r // rows * tile + k * k_stride +
@@ -198,9 +196,9 @@ def _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows):
     for part in numba.prange(threads):
         if by_rows:
             first, last = tiles * part // threads * rows, min(M, tiles * (part + 1) // threads * rows)
-            _product(a, M, a_tiles, panels, C, out, rows, 0, P, first, last)
+            _product(a, a_tiles, panels, C, out, rows, 0, P, first, last)
         else:
-            _product(a, M, a_tiles, panels, C, out, rows, P * part // threads, P * (part + 1) // threads, 0, M)
+            _product(a, a_tiles, panels, C, out, rows, P * part // threads, P * (part + 1) // threads, 0, M)
 
 
 @numba.njit(**_JIT)
@@ -211,7 +209,7 @@ def step_product(h, panels, C, out, rows, threads):
     if threads > 1:
         _product_threads(h, M, h_tiles, panels, C, out, rows, threads, False)
     else:
-        _product(h, M, h_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
+        _product(h, h_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
 
 
 def _pack_row_tiles(a, tiles):
@@ -305,7 +303,7 @@ def product(a, panels, C, out, threads=1):
         by_rows = panels.shape[0] < 4 * threads and count >= 2 * threads
         _product_threads(a, M, a_tiles, panels, C, out, rows, threads, by_rows)
     else:
-        _product(a, M, a_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
+        _product(a, a_tiles, panels, C, out, rows, 0, panels.shape[0], 0, M)
     return out
 
 
