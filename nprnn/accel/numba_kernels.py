@@ -16,9 +16,12 @@ Conventions shared by every kernel:
 - float32 uses a rational approximation of tanh (Eigen's, within a few ulp of ``np.tanh``) because
   libm's ``tanhf`` is a scalar call that keeps the loops from vectorising; float64 uses ``math.tanh``.
 
+- ``first, last``: the rows a call works on (all of them, or a thread's share in the ``_*_rows``
+  variants, which split a step by rows over numba's threads).
+
 The per-step product ``h_prev @ Wh`` (and backward's ``da @ Wh.T``) is ``recurrent_product``, the
-packed kernels of ``nprnn.accel.packed``; its output has whole panels of columns, so the step kernels
-read ``rec`` and ``dh_rec`` rows that are longer than they use.
+packed kernels of ``nprnn.accel.packed``; the time loops below run it and the step kernels in one
+jitted call per forward or backward.
 
 numba is imported by this module and ``packed`` only: import them through ``nprnn.accel``, which does
 so lazily.
@@ -114,7 +117,7 @@ def matmul(a, b, out=None):
     """``a @ b`` of two 2-D arrays of one float dtype: the smallest on NumPy's (OpenBLAS keeps such a
     product on the calling thread); else on the packed kernels (``packed.matmul``), or
     for large products on BLAS, one thread per block of columns (``blas.split_matmul``; measured on
-    (700, 650) @ (650, 2600): packed 283 GFLOP/s, split 320, BLAS's own two threads 319). Either way
+    (700, 650) @ (650, 2600): packed 266 GFLOP/s, split 334, BLAS's own two threads 330). Either way
     BLAS's own threads stay asleep. The path and the split follow the sizes alone."""
     M, K = a.shape
     C = b.shape[1]
@@ -428,66 +431,48 @@ def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps,
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
+def _run(loop, product, *arrays):
+    """``loop(*arrays, <product's arguments>, by_rows)``: the step kernels split by rows when the
+    product runs on several threads and a step has at least ``PARALLEL_ROWS`` units."""
+    loop(*arrays, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+
+
+def _initial_state_gradient(product, dh_final, T):
+    """What a backward loop leaves in ``product.out``: the gradient into the initial state (for T = 0,
+    the gradient into the final state, which is the initial one)."""
+    return product.out.copy() if T else dh_final.copy()
+
+
 def rnn_forward(hs_all, steps, product):
     """``hs_all[t + 1]`` holds step t's input projection on entry and ``h_t`` on exit."""
-    _rnn_forward(hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
+    _run(_rnn_forward, product, hs_all, steps)
 
 
 def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
-    """Fills ``dA``; ``product.out`` ends as the gradient into the initial state."""
-    _rnn_backward(
-        dA, dhs, dh_final, hs_all, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS
-    )
+    """Fills ``dA``; returns the gradient into the initial state."""
+    _run(_rnn_backward, product, dA, dhs, dh_final, hs_all, steps)
+    return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
 def lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product):
     """``gates[t]`` holds step t's (f, i, o-halved) input projection on entry and its gates on exit."""
-    _lstm_forward(
-        gates,
-        hs_all,
-        cs_all,
-        tanh_cs,
-        steps,
-        *product.args(),
-        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
-    )
+    _run(_lstm_forward, product, gates, hs_all, cs_all, tanh_cs, steps)
 
 
 def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
-    """Fills ``dA``; ``dc`` and ``product.out`` end as the gradients into the initial states."""
-    _lstm_backward(
-        dA,
-        dc,
-        dhs,
-        dh_final,
-        gates,
-        cs_all,
-        tanh_cs,
-        steps,
-        *product.args(),
-        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
-    )
+    """Fills ``dA``; ``dc`` ends as the gradient into the initial cell state. Returns the one into
+    the initial hidden state."""
+    _run(_lstm_backward, product, dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps)
+    return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
 def gru_forward(gates, bhn, hs_all, hns, steps, product):
     """``gates[t]`` holds step t's input projection on entry and r, z, n on exit."""
-    _gru_forward(
-        gates, bhn, hs_all, hns, steps, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS
-    )
+    _run(_gru_forward, product, gates, bhn, hs_all, hns, steps)
 
 
 def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):
-    """Fills ``dA`` and ``dA_n``; ``product.out + dh_direct`` ends as the gradient into the initial state."""
-    _gru_backward(
-        dA,
-        dA_n,
-        dh_direct,
-        dhs,
-        dh_final,
-        gates,
-        hns,
-        hs_all,
-        steps,
-        *product.args(),
-        product.threads > 1 and product.out.size >= PARALLEL_ROWS,
-    )
+    """Fills ``dA`` and ``dA_n``; returns the gradient into the initial state through ``Wh``, to which
+    ``dh_direct`` (then ``dh_0 * z_0``) is still to be added."""
+    _run(_gru_backward, product, dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps)
+    return _initial_state_gradient(product, dh_final, dA.shape[0])

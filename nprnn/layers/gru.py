@@ -219,6 +219,6 @@ class TimeGRU(TimeRecurrent):
         dA_n = np.empty((T, N, H), dtype=self.dtype)
         dh_direct = np.zeros((N, H), dtype=self.dtype)  # dh_{t+1} * z_{t+1}, first read at t = T - 2
         product = kernels.recurrent_product(self.params[1].T, N)
-        kernels.gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product)
-        dh = product.out + dh_direct if T else dh_final.copy()
+        dh = kernels.gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product)
+        dh += dh_direct  # zero for T = 0
         return dA, dA_n, dh

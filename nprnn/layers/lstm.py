@@ -261,5 +261,5 @@ class TimeLSTM(TimeRecurrent):
         dA = np.empty((T, N, 4 * H), dtype=self.dtype)
         dc = dc_final.copy()
         product = kernels.recurrent_product(self.params[1].T, N)
-        kernels.lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product)
-        return dA, product.out.copy() if T else dh_final.copy(), dc
+        dh = kernels.lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product)
+        return dA, dh, dc

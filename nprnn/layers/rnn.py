@@ -158,5 +158,4 @@ class TimeRNN(TimeRecurrent):
         dhs = np.ascontiguousarray(dhs)
         dA = np.empty((T, N, H), dtype=self.dtype)
         product = kernels.recurrent_product(self.params[1].T, N)
-        kernels.rnn_backward(dA, dhs, dh_final, hs_all, steps, product)
-        return dA, product.out.copy() if T else dh_final.copy()
+        return dA, kernels.rnn_backward(dA, dhs, dh_final, hs_all, steps, product)
