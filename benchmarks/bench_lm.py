@@ -30,6 +30,7 @@ def nprnn_step(cell, E, H, L, N, T, rng, backend="numba"):
     from nprnn import accel, optim
     from nprnn.models.lm import LanguageModel, LMConfig
 
+    accel.retain_freed_memory()  # as nprnn's training loop does when it starts
     model = LanguageModel(LMConfig(vocab_size=V, cell=cell, embed=E, hidden=H, layers=L), seed=0)
     opt = optim.SGD(lr=1.0)
     xs, ts = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))

@@ -3,14 +3,18 @@ threads). A leaf below ``nprnn.layers``: nothing here imports the layers or anyt
 
 Settings, read from the environment when ``nprnn.accel`` is first imported and changeable at run time:
 
-``NPRNN_ACCEL=numba``, ``use("numba")`` (``backends``)
-    The time loops' elementwise work in fused numba kernels (``numba_kernels``; ``pip install
-    nprnn[accel]``); numba is imported, and the kernels compiled, only when this is selected.
-    ``numpy`` (default, also unset or ``none``) is the reference implementation.
+``NPRNN_ACCEL=auto``, ``use("auto")`` (``backends``)
+    The default: the numba kernels (``numba_kernels``, ``packed``: packed small-batch products and
+    fused step kernels; ``pip install nprnn[train]`` or ``[accel]``) where numba imports, else NumPy.
+    numba is imported, and the kernels compiled (cached on disk), only when a layer first needs them.
+    ``numpy`` (also ``none``) selects the reference implementation, ``numba`` insists on numba.
 ``NPRNN_BLAS_THREADS``, ``set_blas_threads(...)`` (``blas``)
     How many BLAS threads a time layer's products use: ``auto`` (default) decides from the
     problem's sizes alone; ``adaptive`` also runs on one thread while the machine is busy;
     ``n >= 1`` caps every product at ``n`` threads; ``0`` leaves BLAS alone.
+``NPRNN_RETAIN_MEMORY=0`` (``memory``)
+    Keeps ``retain_freed_memory()``, which the training loops call, from changing glibc's malloc
+    thresholds (freed large arrays then go back to the kernel and are page-faulted in again).
 
 Determinism: with every setting but ``adaptive``, a run's numbers depend only on its inputs, seed
 and options and on the machine's CPU and BLAS, never on the load or timing. ``adaptive`` is faster
@@ -34,12 +38,13 @@ from nprnn.accel.blas import (
     threads_for,
     threads_for_time_layer,
 )
+from nprnn.accel.memory import retain_freed_memory
 
 __all__ = [
     "BACKENDS", "use", "backend", "kernels", "matmul",
     "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
     "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
-    "one_thread", "in_row_blocks",
+    "one_thread", "in_row_blocks", "retain_freed_memory",
 ]  # fmt: skip
 
 backends.from_environment()

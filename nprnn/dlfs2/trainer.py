@@ -14,6 +14,7 @@ import time
 
 import numpy
 
+from nprnn import accel
 from nprnn.dlfs2.np import np
 from nprnn.dlfs2.util import clip_grads
 
@@ -31,6 +32,7 @@ class Trainer:
         self.current_epoch = 0
 
     def fit(self, x, t, max_epoch=10, batch_size=32, max_grad=None, eval_interval=20):
+        accel.retain_freed_memory()  # each iteration's large arrays are reused, not page-faulted afresh
         data_size = len(x)
         max_iters = data_size // batch_size
         self.eval_interval = eval_interval
@@ -90,6 +92,7 @@ class RnnlmTrainer:
         return x[positions].astype("i"), t[positions].astype("i")
 
     def fit(self, xs, ts, max_epoch=10, batch_size=20, time_size=35, max_grad=None, eval_interval=20):
+        accel.retain_freed_memory()
         data_size = len(xs)
         max_iters = data_size // (batch_size * time_size)
         self.time_idx = 0

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nprnn import optim
+from nprnn import accel, optim
 from nprnn._checks import positive_int
 from nprnn.checkpoint import CheckpointError
 from nprnn.training.presets import OPTIMIZER_NAMES, SCHEDULES
@@ -493,6 +493,7 @@ class TrainingLoop:
         resumable checkpoint at the next step boundary and raises ``KeyboardInterrupt``."""
         if not self.progress.plan:
             self.start_plan()
+        accel.retain_freed_memory()  # the step's large arrays are reused, not page-faulted in afresh
         if self.root:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._lock = RunLock(self.out_dir).acquire()
