@@ -142,6 +142,13 @@ def can_cap():
     return bool(_blas_libraries())
 
 
+def single_threaded():
+    """Whether BLAS runs on one thread now (set so by ``OPENBLAS_NUM_THREADS=1``, threadpoolctl or a
+    capping context); False when it cannot be told (no threadpoolctl)."""
+    libs = _blas_libraries()
+    return bool(libs) and all(lib.get_num_threads() == 1 for lib in libs)
+
+
 def one_thread():
     """``with one_thread():`` runs BLAS on the calling thread only (as ``threads_for`` with a cap of 1).
     OpenBLAS's worker threads, once woken, spin for about 0.1 s after each call and slow whatever

@@ -111,6 +111,11 @@ SPLIT_FLOPS_LARGE_B = 1e9
 # And from 100 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
 # first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s.
 SPLIT_FLOPS_TRANSPOSED_A = 1e8
+# On one thread, with BLAS on one thread too, OpenBLAS beats the packed kernels on a transposed A and
+# on narrow products (GFLOP/s, BLAS / packed, AMD EPYC: (256, 4480).T @ (4480, 1024) 94 / 71,
+# (128, 896).T @ (896, 512) 84 / 69, (896, 512) @ (512, 16) 78 / 54, (700, 400) @ (400, 100) 99 / 86),
+# and loses from 128 columns ((896, 512) @ (512, 128) 101 / 109, (640, 128) @ (128, 512) 99 / 104).
+NARROW_ON_ONE_THREAD = 128
 
 
 def matmul(a, b, out=None):
@@ -135,6 +140,8 @@ def matmul(a, b, out=None):
     )
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
+    if threads == 1 and (C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize) and blas.single_threaded():
+        return np.matmul(a, b, out=out)
     return packed.matmul(a, b, out, cap=_cap())
 
 

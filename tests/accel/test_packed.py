@@ -141,6 +141,29 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     assert used == ["split", "packed"]
 
 
+def test_on_one_thread_transposed_and_narrow_products_go_to_blas(rng, monkeypatch):
+    if not blas.can_cap():
+        pytest.skip("telling BLAS's thread count needs threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    used = []
+    monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: used.append("packed") or a @ b)
+    monkeypatch.setattr(numba_kernels, "_cap", lambda: 1)  # as set_blas_threads(1) or one numba thread
+    transposed = operands(rng, 128, 896, 512, np.float32, a_transposed=True)
+    narrow = operands(rng, 896, 512, 16, np.float32)
+    wide = operands(rng, 640, 128, 512, np.float32)
+    with threadpool_limits(1):
+        assert blas.single_threaded()
+        for a, b in (transposed, narrow):
+            assert np.array_equal(numba_kernels.matmul(a, b), np.matmul(a, b))  # BLAS's own call
+        numba_kernels.matmul(*wide)
+    assert used == ["packed"]
+    with threadpool_limits(2):
+        if not blas.single_threaded():  # BLAS may wake its threads: the packed kernels keep them asleep
+            numba_kernels.matmul(*transposed)
+            assert used == ["packed", "packed"]
+
+
 def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng):
     previous = accel.backend()
     accel.use("numba")
