@@ -190,6 +190,20 @@ def test_embedding_and_affine_equal_the_books(dlfs2, rng):
             np.testing.assert_allclose(g, gb, rtol=1e-5, atol=1e-5)
 
 
+def test_a_large_softmax_loss_in_row_blocks_equals_the_books(dlfs2, rng):
+    from common.time_layers import TimeSoftmaxWithLoss
+
+    from nprnn.layers.basic import PARALLEL_SOFTMAX
+
+    xs = f32(rng, 4, 31, 10_000) * 3  # 1.24M scores: the rows are split over the cores
+    assert xs.size >= PARALLEL_SOFTMAX
+    ts = rng.integers(0, 10_000, (4, 31)).astype(np.int32)
+    ts[0, 5:] = -1
+    ours, book = TL.TimeSoftmaxWithLoss(), TimeSoftmaxWithLoss()
+    np.testing.assert_allclose(ours.forward(xs, ts), book.forward(xs, ts), rtol=1e-6)
+    np.testing.assert_allclose(ours.backward(), book.backward(), rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("targets", ["labels", "one-hot", "ignored"])
 def test_softmax_loss_equals_the_books(dlfs2, rng, targets):
     from common.time_layers import TimeSoftmaxWithLoss
