@@ -41,8 +41,6 @@ import math
 
 import numpy as np
 
-from nprnn import accel
-
 # ---------------------------------------------------------------- tied weights
 
 
@@ -146,30 +144,6 @@ def clip_grads(grads, max_norm):
 
 
 # ---------------------------------------------------------------- optimizers
-
-UPDATE_BLOCK = 1 << 14  # elements: a block's temporaries (64 KB) stay in L2, under malloc's mmap threshold
-PARALLEL_UPDATE = 1 << 18  # elements: smaller arrays are updated in one piece on the calling thread
-
-
-def _in_blocks(step, *arrays):
-    """``step(*arrays)`` for an elementwise update, run on matching blocks of the flattened arrays:
-    the same numbers as one call over the whole arrays, without temporaries of a parameter's size
-    (a fresh 8 MB array costs its page faults at every step), and a large parameter's blocks split
-    over the cores (``accel.in_row_blocks``; elementwise, so the split changes no number)."""
-    n = arrays[0].size
-    if n < PARALLEL_UPDATE or not all(a.flags.c_contiguous for a in arrays):
-        step(*arrays)
-        return
-    flat = [a.reshape(-1) for a in arrays]  # views: the arrays are contiguous
-    errors = np.geterr()  # the caller's np.errstate, which pool threads do not inherit
-
-    def blocks(lo, hi):
-        with np.errstate(**errors):
-            for start in range(lo, hi, UPDATE_BLOCK):
-                stop = min(start + UPDATE_BLOCK, hi)
-                step(*(f[start:stop] for f in flat))
-
-    accel.in_row_blocks(blocks, n)
 
 
 class Optimizer:
@@ -283,10 +257,7 @@ class SGD(Optimizer):
 
     def _update(self, params, grads):
         for p, g in zip(params, grads):
-            _in_blocks(self._step, p, g)
-
-    def _step(self, p, g):
-        p -= self.lr * g
+            p -= self.lr * g
 
 
 class Momentum(Optimizer):
@@ -301,12 +272,9 @@ class Momentum(Optimizer):
 
     def _update(self, params, grads):
         for p, g, v in zip(params, grads, self.state["v"]):
-            _in_blocks(self._step, p, g, v)
-
-    def _step(self, p, g, v):
-        v *= self.momentum
-        v -= self.lr * g
-        p += v
+            v *= self.momentum
+            v -= self.lr * g
+            p += v
 
 
 class Nesterov(Optimizer):
@@ -324,18 +292,15 @@ class Nesterov(Optimizer):
         self.book = bool(book)
 
     def _update(self, params, grads):
-        for p, g, v in zip(params, grads, self.state["v"]):
-            _in_blocks(self._step, p, g, v)
-
-    def _step(self, p, g, v):
         mu, lr = self.momentum, self.lr
-        v *= mu
-        v -= lr * g
-        if self.book:  # mu^2 applied to the already-updated v, as the textbook's code does
-            p += mu * mu * v
-            p -= (1 + mu) * lr * g
-        else:  # = p + mu^2 v_old - (1 + mu) lr g
-            p += mu * v - lr * g
+        for p, g, v in zip(params, grads, self.state["v"]):
+            v *= mu
+            v -= lr * g
+            if self.book:  # mu^2 applied to the already-updated v, as the textbook's code does
+                p += mu * mu * v
+                p -= (1 + mu) * lr * g
+            else:  # = p + mu^2 v_old - (1 + mu) lr g
+                p += mu * v - lr * g
 
 
 class AdaGrad(Optimizer):
@@ -351,11 +316,8 @@ class AdaGrad(Optimizer):
 
     def _update(self, params, grads):
         for p, g, h in zip(params, grads, self.state["h"]):
-            _in_blocks(self._step, p, g, h)
-
-    def _step(self, p, g, h):
-        h += g * g
-        p -= self.lr * g / (np.sqrt(h) + self.eps)
+            h += g * g
+            p -= self.lr * g / (np.sqrt(h) + self.eps)
 
 
 class RMSprop(Optimizer):
@@ -371,14 +333,11 @@ class RMSprop(Optimizer):
         self.eps = _number("RMSprop", "eps", (1e-7 if book else 1e-8) if eps is None else eps, low=0.0)
 
     def _update(self, params, grads):
-        for p, g, h in zip(params, grads, self.state["h"]):
-            _in_blocks(self._step, p, g, h)
-
-    def _step(self, p, g, h):
         rho = self.decay_rate
-        h *= rho
-        h += (1 - rho) * g * g
-        p -= self.lr * g / (np.sqrt(h) + self.eps)
+        for p, g, h in zip(params, grads, self.state["h"]):
+            h *= rho
+            h += (1 - rho) * g * g
+            p -= self.lr * g / (np.sqrt(h) + self.eps)
 
 
 class Adam(Optimizer):
@@ -399,21 +358,18 @@ class Adam(Optimizer):
         self.eps = _number(name, "eps", (1e-7 if book else 1e-8) if eps is None else eps, low=0.0)
 
     def _update(self, params, grads):
-        for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
-            _in_blocks(self._step, p, g, m, v)
-
-    def _step(self, p, g, m, v):
         b1, b2, t = self.beta1, self.beta2, self.t
         bias1, bias2 = 1 - b1**t, 1 - b2**t
-        m += (1 - b1) * (g - m)
-        if self.book:
-            v += (1 - b2) * (g**2 - v)
-            lr_t = self.lr * math.sqrt(bias2) / bias1  # eps is added before the bias correction
-            p -= lr_t * m / (np.sqrt(v) + self.eps)
-        else:
-            v *= b2
-            v += (1 - b2) * g * g
-            p -= (self.lr / bias1) * m / (np.sqrt(v) / math.sqrt(bias2) + self.eps)
+        for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
+            m += (1 - b1) * (g - m)
+            if self.book:
+                v += (1 - b2) * (g**2 - v)
+                lr_t = self.lr * math.sqrt(bias2) / bias1  # eps is added before the bias correction
+                p -= lr_t * m / (np.sqrt(v) + self.eps)
+            else:
+                v *= b2
+                v += (1 - b2) * g * g
+                p -= (self.lr / bias1) * m / (np.sqrt(v) / math.sqrt(bias2) + self.eps)
 
 
 class AdamW(Adam):
@@ -431,12 +387,8 @@ class AdamW(Adam):
 
     def _update(self, params, grads):
         shrink = 1 - self.lr * self.weight_decay
-
-        def decay(p):
-            p *= shrink
-
         for p in params:
-            _in_blocks(decay, p)
+            p *= shrink
         super()._update(params, grads)
 
 

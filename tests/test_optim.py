@@ -3,14 +3,12 @@ and the textbook's common/optimizer.py; state_dict round trips continue bit for 
 
 import io
 import math
-import warnings
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nprnn import optim as optim_module
 from nprnn.gradcheck import numerical_gradient, relative_error
 from nprnn.optim import (
     SGD,
@@ -419,41 +417,6 @@ def test_float32_stays_float32(rng):
     for p32, p64 in zip(params32, params64):
         assert p32.dtype == np.float32
         np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_large_parameters_in_blocks_on_threads_give_the_same_bits(rng, name, monkeypatch):
-    # 600,000 elements: updated in blocks of UPDATE_BLOCK split over the cores (_in_blocks), against
-    # the same optimizer updating each array in one piece
-    shapes = [(600, 1000), (7,)]
-    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
-    whole = [p.copy() for p in params]
-    run(ALL[name](), params, grads)
-    monkeypatch.setattr(optim_module, "PARALLEL_UPDATE", 1 << 40)
-    run(ALL[name](), whole, grads)
-    for p, q in zip(params, whole):
-        assert np.array_equal(p, q)
-        assert not np.array_equal(p, q + 1)  # the update did something
-
-
-def test_an_update_in_pool_threads_follows_the_callers_errstate():
-    # the overflow is only in the second half, which a pool thread updates when there are two cores
-    def big():
-        p = np.zeros(600_000, np.float32)
-        p[300_000:] = 3e38
-        return p
-
-    p = big()
-    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
-        SGD(lr=1.0).update([p], [-big()])
-    p = big()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with np.errstate(all="ignore"):
-            SGD(lr=1.0).update([p], [-big()])
-    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert np.isinf(p[300_000:]).all() and not p[:300_000].any()
 
 
 def test_params_are_updated_in_place(rng):
