@@ -483,3 +483,22 @@ def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, 
     ``dh_direct`` (then ``dh_0 * z_0``) is still to be added."""
     _run(_gru_backward, product, dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
+
+
+# ---------------------------------------------------------------- the textbook's Adam (nprnn.dlfs2.optimizer)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: NumPy's roundings, one by one
+def book_adam_update(p, g, m, v, beta1, beta2, lr_t):
+    """One step of the textbook's Adam on 1-D contiguous arrays of one dtype, in one pass instead of
+    twelve: ``m += (1 - beta1)(g - m)``, ``v += (1 - beta2)(g^2 - v)``, ``p -= lr_t m / (sqrt(v) + 1e-7)``,
+    each operation in the dtype NumPy gives it there (the Python floats in the arrays' dtype; ``lr_t``,
+    a NumPy float64 in the book, makes the step float64, rounded into ``p``), so the same bits."""
+    one_b1, one_b2, eps = _const(m, 1.0 - beta1), _const(v, 1.0 - beta2), _const(v, 1e-7)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] + one_b1 * (gi - m[i])
+        vi = v[i] + one_b2 * (gi * gi - v[i])
+        m[i] = mi
+        v[i] = vi
+        p[i] = np.float64(p[i]) - lr_t * np.float64(mi) / np.float64(np.sqrt(vi) + eps)

@@ -17,15 +17,28 @@ SETTINGS = {
 
 
 def problem(rng, dtype):
-    shapes = [(5, 4), (4,), (3, 3, 2)]
+    shapes = [(5, 4), (4,), (3, 3, 2), (64, 50)]
     params = [rng.standard_normal(s).astype(dtype) for s in shapes]
     grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
     return params, grads
 
 
+@pytest.fixture(params=["numpy", "numba"])
+def backend(request):
+    """Both paths of the updates: NumPy's, and the fused kernels where there are any (Adam)."""
+    from nprnn import accel
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    previous = accel.backend()
+    accel.use(request.param)
+    yield request.param
+    accel.use(previous)
+
+
 @pytest.mark.parametrize("name", list(SETTINGS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_updates_equal_the_books_bit_for_bit(dlfs2, rng, name, dtype):
+def test_updates_equal_the_books_bit_for_bit(dlfs2, rng, name, dtype, backend):
     from common import optimizer as B
 
     params, grads = problem(rng, dtype)
