@@ -419,6 +419,33 @@ def test_float32_stays_float32(rng):
         np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Adam(lr=0.01, beta1=0.8), lambda: Adam(lr=0.01, book=True), lambda: AdamW(lr=0.01, weight_decay=0.1)],
+    ids=["adam", "adam-book", "adamw"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fused_adam_step_equals_numpys_bit_for_bit(rng, make, dtype):
+    pytest.importorskip("numba")
+    from nprnn import accel
+
+    shapes = [(64, 50), (7,), (3, 4, 5)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
+    previous = accel.backend()
+    try:
+        runs = {}
+        for backend in ("numpy", "numba"):
+            accel.use(backend)
+            runs[backend] = run(make(), [p.copy() for p in params], grads)
+    finally:
+        accel.use(previous)
+    for a, b, before in zip(runs["numba"], runs["numpy"], params):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, before)
+
+
 def test_params_are_updated_in_place(rng):
     params = random_params(rng)
     ids = [id(p) for p in params]

@@ -502,3 +502,26 @@ def book_adam_update(p, g, m, v, beta1, beta2, lr_t):
         m[i] = mi
         v[i] = vi
         p[i] = np.float64(p[i]) - lr_t * np.float64(mi) / np.float64(np.sqrt(vi) + eps)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def adam_update(p, g, m, v, beta1, beta2, step, root_bias2, eps, book):
+    """``nprnn.optim.Adam``'s step in one pass, each operation as its NumPy code does it, every Python
+    float in the arrays' dtype (so the same bits). Default: ``v = b2 v + (1 - b2) g g``,
+    ``p -= step m / (sqrt(v) / root_bias2 + eps)``; ``book``: ``v += (1 - b2)(g^2 - v)``,
+    ``p -= step m / (sqrt(v) + eps)``; ``m += (1 - b1)(g - m)`` in both."""
+    one_b1, b2, one_b2 = _const(m, 1.0 - beta1), _const(v, beta2), _const(v, 1.0 - beta2)
+    step, root_bias2, eps = _const(p, step), _const(v, root_bias2), _const(v, eps)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] + one_b1 * (gi - m[i])
+        m[i] = mi
+        if book:
+            vi = v[i] + one_b2 * (gi * gi - v[i])
+            v[i] = vi
+            p[i] -= step * mi / (np.sqrt(vi) + eps)
+        else:
+            vi = v[i] * b2
+            vi += one_b2 * gi * gi
+            v[i] = vi
+            p[i] -= step * mi / (np.sqrt(vi) / root_bias2 + eps)
