@@ -34,7 +34,7 @@ SINGLE_THREAD_FLOPS = 2e6
 BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which all products run on one thread
 _state = {"blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0}
-_blas = {"libs": None, "depth": 0, "saved": None, "lock": threading.Lock()}
+_blas = {"libs": None, "counters": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
 def set_blas_threads(n):
@@ -145,8 +145,24 @@ def can_cap():
 def single_threaded():
     """Whether BLAS runs on one thread now (set so by ``OPENBLAS_NUM_THREADS=1``, threadpoolctl or a
     capping context); False when it cannot be told (no threadpoolctl)."""
-    libs = _blas_libraries()
-    return bool(libs) and all(lib.get_num_threads() == 1 for lib in libs)
+    counters = _thread_counters()
+    return bool(counters) and all(count() == 1 for count in counters)
+
+
+def _thread_counters():
+    """A function per BLAS library that returns its thread count: OpenBLAS's C function itself, looked
+    up once (threadpoolctl's ``get_num_threads`` looks the symbol up at every call, which held a few
+    more bytes each time: single_threaded runs before every product)."""
+    if _blas["counters"] is None:
+        counters = []
+        for lib in _blas_libraries():
+            count = lib.get_num_threads
+            if lib.internal_api == "openblas" and hasattr(lib, "_get_symbol"):
+                openmp = getattr(lib, "threading_layer", None) == "openmp"
+                count = lib._get_symbol("omp_get_max_threads" if openmp else "openblas_get_num_threads") or count
+            counters.append(count)
+        _blas["counters"] = counters
+    return _blas["counters"]
 
 
 def one_thread():
