@@ -148,11 +148,6 @@ def clip_grads(grads, max_norm):
 # ---------------------------------------------------------------- optimizers
 
 
-def _flat(p, *others):
-    """Whether a fused kernel can take these arrays: contiguous, of one float dtype and shape."""
-    return all(a.flags.c_contiguous and a.dtype == p.dtype and a.shape == p.shape for a in (p, *others))
-
-
 class Optimizer:
     """Base class: argument checks, lazily created per-parameter state, state_dict.
 
@@ -369,7 +364,7 @@ class Adam(Optimizer):
         bias1, bias2 = 1 - b1**t, 1 - b2**t
         kernels = accel.kernels()
         for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
-            if kernels is not None and _flat(p, g, m, v):  # one fused pass instead of ten NumPy operations
+            if kernels is not None and accel.fusable(p, g, m, v):  # one fused pass instead of ten NumPy operations
                 step = self.lr * math.sqrt(bias2) / bias1 if self.book else self.lr / bias1
                 flat = (a.reshape(-1) for a in (p, g, m, v))
                 kernels.adam_update(*flat, b1, b2, step, math.sqrt(bias2), self.eps, self.book)

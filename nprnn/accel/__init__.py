@@ -24,7 +24,7 @@ docs/performance.md.
 """
 
 from nprnn.accel import backends, blas
-from nprnn.accel.backends import BACKENDS, backend, kernels, matmul, use
+from nprnn.accel.backends import BACKENDS, backend, fusable, kernels, matmul, use
 from nprnn.accel.blas import (
     BUSY_LOAD,
     POLICIES,
@@ -41,7 +41,7 @@ from nprnn.accel.blas import (
 from nprnn.accel.memory import retain_freed_memory
 
 __all__ = [
-    "BACKENDS", "use", "backend", "kernels", "matmul",
+    "BACKENDS", "use", "backend", "kernels", "matmul", "fusable",
     "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
     "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
     "one_thread", "in_row_blocks", "retain_freed_memory",

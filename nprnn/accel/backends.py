@@ -71,6 +71,15 @@ def matmul(a, b, out=None):
 _PACKED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def fusable(*arrays):
+    """Whether a fused elementwise kernel (the optimizers' updates) can take these arrays as flat
+    views: all C-contiguous, of one shape and one float dtype, float32 or float64."""
+    first = arrays[0]
+    return first.dtype in _PACKED and all(
+        a.flags.c_contiguous and a.dtype == first.dtype and a.shape == first.shape for a in arrays
+    )
+
+
 def from_environment():
     """``NPRNN_ACCEL``: ``numba``, ``numpy`` or unset / ``auto`` (numba where installed); a bad value
     warns and keeps the default."""

@@ -151,7 +151,7 @@ class Adam(_Scratch):
         # a NumPy float64, as the book's np.sqrt makes it: the step below is then float64, as the book's
         lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         kernels = accel.kernels()
-        if kernels is not None and all(_flat(p, g, m, v) for p, g, m, v in zip(params, grads, self.m, self.v)):
+        if kernels is not None and all(accel.fusable(p, g, m, v) for p, g, m, v in zip(params, grads, self.m, self.v)):
             for p, g, m, v in zip(params, grads, self.m, self.v):  # one fused pass per parameter
                 kernels.book_adam_update(*(a.reshape(-1) for a in (p, g, m, v)), self.beta1, self.beta2, float(lr_t))
             return
@@ -170,10 +170,3 @@ class Adam(_Scratch):
             s += 1e-7
             st /= s
             p -= st
-
-
-def _flat(p, *others):
-    """Whether the fused kernel can take these arrays: contiguous, of one float dtype and shape."""
-    return p.dtype in (np.float32, np.float64) and all(
-        a.flags.c_contiguous and a.dtype == p.dtype and a.shape == p.shape for a in (p, *others)
-    )

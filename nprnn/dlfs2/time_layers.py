@@ -44,7 +44,7 @@ from nprnn.layers import TimeAffine as _TimeAffine
 from nprnn.layers import TimeLSTM as _TimeLSTM
 from nprnn.layers import TimeRNN as _TimeRNN
 from nprnn.layers import attention as _attention
-from nprnn.layers.basic import PARALLEL_SOFTMAX
+from nprnn.layers.basic import softmax_rows
 
 __all__ = [
     "RNN", "TimeRNN", "LSTM", "TimeLSTM", "GRU", "TimeGRU", "TimeEmbedding", "TimeAffine",
@@ -350,10 +350,7 @@ class TimeSoftmaxWithLoss:
         # BLAS on the calling thread: a gemv this large would wake OpenBLAS's threads, which then spin for
         # ~0.1 s against the numba kernels that come next (Rnnlm took 110 ms an iteration instead of 80)
         with accel.one_thread():
-            if scores.size >= PARALLEL_SOFTMAX:
-                accel.in_row_blocks(rows, N * T)
-            else:
-                rows(0, N * T)
+            softmax_rows(rows, N * T, scores.size)
         losses = np.log(sums) - picked
         if not all_counted:
             losses *= mask
@@ -375,10 +372,7 @@ class TimeSoftmaxWithLoss:
         def rows(lo, hi):
             dx[lo:hi] *= row_scale[lo:hi, None]
 
-        if dx.size >= PARALLEL_SOFTMAX:
-            accel.in_row_blocks(rows, len(sums))
-        else:
-            rows(0, len(sums))
+        softmax_rows(rows, len(sums), dx.size)
         dx[np.arange(len(sums)), targets] -= e.dtype.type(scale) if counted_all else (scale * mask).astype(e.dtype)
         self.cache = None
         return dx.reshape(shape)

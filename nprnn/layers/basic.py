@@ -126,6 +126,15 @@ class TimeAffine:
 PARALLEL_SOFTMAX = 1 << 20  # scores: from a million, the rows are split over the cores (nprnn.accel)
 
 
+def softmax_rows(function, rows, size):
+    """``function(lo, hi)`` over ``range(rows)`` of a ``size``-element softmax: in blocks over the cores
+    from ``PARALLEL_SOFTMAX`` elements (``accel.in_row_blocks``), else in one call."""
+    if size >= PARALLEL_SOFTMAX:
+        accel.in_row_blocks(function, rows)
+    else:
+        function(0, rows)
+
+
 class TimeSoftmaxWithLoss:
     """Softmax + cross-entropy at every position, averaged over the positions that count.
 
@@ -170,10 +179,7 @@ class TimeSoftmaxWithLoss:
             e.sum(axis=1, out=sums[lo:hi])  # >= 1: the max contributes exp(0)
             np.subtract(np.log(sums[lo:hi]), target_scores, out=losses[lo:hi])
 
-        if scores.size >= PARALLEL_SOFTMAX:
-            accel.in_row_blocks(rows, N * T)
-        else:
-            rows(0, N * T)
+        softmax_rows(rows, N * T, scores.size)
         counted = counted.reshape(N * T)
         n_counted = int(counted.sum())
         loss = float(losses[counted].sum() / n_counted) if n_counted else 0.0
@@ -195,10 +201,7 @@ class TimeSoftmaxWithLoss:
         def rows(lo, hi):
             np.multiply(exps[lo:hi], scale[lo:hi, None], out=dxs[lo:hi])
 
-        if exps.size >= PARALLEL_SOFTMAX:
-            accel.in_row_blocks(rows, len(sums))
-        else:
-            rows(0, len(sums))
+        softmax_rows(rows, len(sums), exps.size)
         dxs[np.arange(len(sums)), targets] -= row_scale
         return dxs.reshape(shape)
 
