@@ -13,8 +13,11 @@ spinning threads meet the next (interleaving single runs slowed torch at (20, 35
 medians over rounds of the ratio of neighbouring blocks (> 1: nprnn is faster).
 
 Prints a Markdown table with the machine line (benchmarks/machine.py), the GFLOP/s of nprnn's
-default path as a fraction of this machine's measured float32 matmul peak, and the load average
-after each row. Times on a shared 2-core machine are noisy: read the ratios, and repeat the run.
+default path as a fraction of this machine's float32 matmul peak, and the load average after each
+row. The peak (a 2048^3 product on BLAS's own threads) is timed in the same rounds as the layers, as
+one more implementation: on a shared virtual machine it moved from 120 to 245 GFLOP/s within an
+hour, so "of peak" is the median over rounds of the layer's GFLOP/s over the peak's in that round.
+Times on a shared 2-core machine are noisy: read the ratios, and repeat the run.
 """
 
 import argparse
@@ -37,17 +40,30 @@ GRID = [
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def matmul_peak(seconds=2.0):
-    """Best float32 GFLOP/s of a large square matmul: the yardstick for 'fraction of peak'."""
-    n = 2048
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+PEAK_N = 2048  # the yardstick for "of peak": a float32 (2048, 2048) @ (2048, 2048) product
+PEAK_FLOPS = 2 * PEAK_N**3
+
+
+def peak_runner():
+    """One float32 ``PEAK_N``^3 product on BLAS's own threads, timed in the rounds like a layer."""
+    a = np.random.default_rng(0).standard_normal((PEAK_N, PEAK_N), dtype=np.float32)
     c = np.empty_like(a)
+
+    def run():
+        np.matmul(a, a, out=c)
+
+    return run
+
+
+def matmul_peak(seconds=2.0):
+    """Best float32 GFLOP/s of ``peak_runner`` over ``seconds``: the machine line's figure."""
+    run = peak_runner()
     best, start = np.inf, time.perf_counter()
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
-        np.matmul(a, a, out=c)
+        run()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return PEAK_FLOPS / best / 1e9
 
 
 def flops(cell, N, T, D, H):
@@ -141,7 +157,8 @@ def main(argv=None):
     print(describe())
     print(f"numpy {np.__version__}, torch {version('torch')} (1 and 2 threads, own processes)")
     print(f"nprnn default backend: {accel.backend()}; BLAS threads: {accel.blas_threads()}")
-    print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}\n")
+    print(f"float32 matmul peak (2048^3), before the grid: {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.2f}")
+    print('"of peak": median over rounds of nprnn\'s GFLOP/s over the peak\'s in the same round; "peak": its median\n')
     torches = {f"torch {n}t": TorchProcess(n, "bench_rnn:torch_runner") for n in (1, 2)}
     min_time = 2.0 if args.quick else 6.0
     rng = np.random.default_rng(0)
@@ -150,14 +167,15 @@ def main(argv=None):
         print(f"### Time{cell.upper()} forward+backward, float32\n")
         print(
             "| N, T, D, H | nprnn ms | numpy path ms | book ms | torch 1t ms | torch 2t ms "
-            "| book / nprnn | torch best / nprnn | numpy path / nprnn | GFLOP/s | of peak | load |"
+            "| book / nprnn | torch best / nprnn | numpy path / nprnn | GFLOP/s | peak | of peak | load |"
         )
-        print("|---|" + "---:|" * 11)
+        print("|---|" + "---:|" * 12)
         for N, T, D, H in grid:
             runners = {
                 "nprnn": nprnn_runner(cell, N, T, D, H, rng, "numba"),
                 "numpy": nprnn_runner(cell, N, T, D, H, rng, "numpy"),
                 **{name: proc.runner(cell, N, T, D, H) for name, proc in torches.items()},
+                "peak": peak_runner(),
             }
             if not args.no_book:
                 runners["book"] = book_runner(cell, N, T, D, H, rng)
@@ -166,12 +184,14 @@ def main(argv=None):
             t = {name: float(np.median(v)) for name, v in samples.items()}
             best = min(torches, key=lambda name: t[name])
             gflops = flops(cell, N, T, D, H) / t["nprnn"] / 1e9
+            of_peak = ratio(samples, "peak", "nprnn") * flops(cell, N, T, D, H) / PEAK_FLOPS
             book = f"{t['book'] * 1e3:.2f}" if "book" in t else "-"
             print(
                 f"| {N}, {T}, {D}, {H} | {t['nprnn'] * 1e3:.2f} | {t['numpy'] * 1e3:.2f} | {book} "
                 f"| {t['torch 1t'] * 1e3:.2f} | {t['torch 2t'] * 1e3:.2f} "
                 f"| {ratio(samples, 'book', 'nprnn'):.2f} | {ratio(samples, best, 'nprnn'):.2f} ({best[6:]}) "
-                f"| {ratio(samples, 'numpy', 'nprnn'):.2f} | {gflops:.1f} | {gflops / peak:.0%} "
+                f"| {ratio(samples, 'numpy', 'nprnn'):.2f} | {gflops:.1f} "
+                f"| {PEAK_FLOPS / t['peak'] / 1e9:.0f} | {of_peak:.0%} "
                 f"| {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
