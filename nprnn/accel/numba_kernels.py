@@ -116,6 +116,12 @@ SPLIT_FLOPS_TRANSPOSED_A = 1e8
 # (128, 896).T @ (896, 512) 84 / 69, (896, 512) @ (512, 16) 78 / 54, (700, 400) @ (400, 100) 99 / 86),
 # and loses from 128 columns ((896, 512) @ (512, 128) 101 / 109, (640, 128) @ (128, 512) 99 / 104).
 NARROW_ON_ONE_THREAD = 128
+# A product on its own (not a step of a time loop) wakes numba's threads, which have gone to sleep
+# during the Python between calls: on a 2-core virtual machine the wake-up took longer than the work
+# up to ~10 MFLOP (measured after 3 ms of serial work, 1 / 2 threads: (50, 100) @ (100, 100) 42 / 103
+# us, (50, 100) @ (100, 418) 98 / 121 us), so smaller ones stay on the calling thread. The steps of a
+# time loop follow packed.PARALLEL_FLOPS: there the threads are awake from the step before.
+PARALLEL_FLOPS_ALONE = 1e7
 
 
 def matmul(a, b, out=None):
@@ -131,8 +137,8 @@ def matmul(a, b, out=None):
         return out
     if M * K * C <= OPENBLAS_ONE_THREAD:  # OpenBLAS runs it on the calling thread: no packing
         return np.matmul(a, b, out=out)
-    threads = packed.use_threads(M, K, C, _cap())
     flops = 2 * M * K * C
+    threads = 1 if flops < PARALLEL_FLOPS_ALONE else packed.use_threads(M, K, C, _cap())
     large = (
         flops >= SPLIT_FLOPS
         or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
@@ -142,7 +148,7 @@ def matmul(a, b, out=None):
         return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
     if threads == 1 and (C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize) and blas.single_threaded():
         return np.matmul(a, b, out=out)
-    return packed.matmul(a, b, out, cap=_cap())
+    return packed.matmul(a, b, out, cap=threads)
 
 
 # ---------------------------------------------------------------- RNN

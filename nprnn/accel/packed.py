@@ -19,6 +19,7 @@ without changing a number. It differs from BLAS (which sums in another order) by
 """
 
 import threading
+from types import FunctionType
 
 import numba
 import numpy as np
@@ -223,8 +224,24 @@ def _pack_row_tiles(a, tiles):
                 tiles[i, k, j] = a[r, k] if r < M else 0
 
 
-_pack_rows = numba.njit(**_JIT)(_pack_row_tiles)
-_pack_rows_threads = numba.njit(parallel=True, **_JIT)(_pack_row_tiles)
+def _serial_and_parallel(func):
+    """``func`` compiled twice: on the calling thread, and with ``parallel=True`` (its ``prange`` split
+    over numba's threads). numba's disk cache names compiled code by the function's qualified name and
+    line, not by its options, so each is compiled from a copy named apart: compiled from one function,
+    the serial dispatcher loaded the parallel one's code from the cache (seen: every "serial" pack of
+    a small weight woke numba's threads, which then spun against the calling thread)."""
+
+    def named(suffix):
+        name = func.__name__ + suffix
+        copy = FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+        copy.__qualname__ = func.__qualname__ + suffix
+        copy.__doc__ = func.__doc__
+        return copy
+
+    return numba.njit(**_JIT)(named("_serial")), numba.njit(parallel=True, **_JIT)(named("_parallel"))
+
+
+_pack_rows, _pack_rows_threads = _serial_and_parallel(_pack_row_tiles)
 
 
 def _pack_panels(W, scale, panels):
@@ -237,8 +254,7 @@ def _pack_panels(W, scale, panels):
                 panels[p, k, j] = W[k, c] * scale[c] if c < C else 0
 
 
-_pack = numba.njit(**_JIT)(_pack_panels)
-_pack_threads = numba.njit(parallel=True, **_JIT)(_pack_panels)
+_pack, _pack_threads = _serial_and_parallel(_pack_panels)
 PARALLEL_PACK = 1 << 18  # elements: smaller matrices are packed on one thread
 _scratch = threading.local()
 

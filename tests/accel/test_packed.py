@@ -141,6 +141,31 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     assert used == ["split", "packed"]
 
 
+def test_a_small_product_alone_stays_on_the_calling_thread(rng, monkeypatch):
+    caps = []
+    monkeypatch.setattr(packed, "matmul", lambda a, b, out=None, cap=None: caps.append(cap) or a @ b)
+    monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads: packed kernels
+    numba_kernels.matmul(*operands(rng, 50, 100, 418, np.float32))  # 4.2 MFLOP
+    numba_kernels.matmul(*operands(rng, 700, 400, 400, np.float32))  # 224 MFLOP
+    assert caps == [1, packed.use_threads(700, 400, 400, numba_kernels._cap())]
+
+
+def test_serial_and_parallel_kernels_keep_apart_in_the_disk_cache():
+    # numba names cached code by function name and line only: two dispatchers of one function, one
+    # with parallel=True, would load each other's code (the serial pack then woke numba's threads)
+    dispatchers = [
+        value
+        for module in (packed, numba_kernels)
+        for value in vars(module).values()
+        if isinstance(value, numba.core.registry.CPUDispatcher) and hasattr(value._cache, "_cache_file")
+    ]
+    index_files = [d._cache._cache_file._index_path for d in dispatchers]
+    assert len(dispatchers) > 10
+    assert len(set(index_files)) == len(index_files)
+    assert packed._pack.targetoptions.get("parallel") is not True
+    assert packed._pack_threads.targetoptions.get("parallel") is True
+
+
 def test_on_one_thread_transposed_and_narrow_products_go_to_blas(rng, monkeypatch):
     if not blas.can_cap():
         pytest.skip("telling BLAS's thread count needs threadpoolctl")
