@@ -235,7 +235,6 @@ def _serial_and_parallel(func):
         name = func.__name__ + suffix
         copy = FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
         copy.__qualname__ = func.__qualname__ + suffix
-        copy.__doc__ = func.__doc__
         return copy
 
     return numba.njit(**_JIT)(named("_serial")), numba.njit(parallel=True, **_JIT)(named("_parallel"))
