@@ -258,7 +258,11 @@ class SGD(Optimizer):
         super().__init__(lr)
 
     def _update(self, params, grads):
+        kernels = accel.kernels()
         for p, g in zip(params, grads):
+            if kernels is not None and accel.fusable(p, g):  # one pass, no temporary: the same bits
+                kernels.sgd_update(p.reshape(-1), g.reshape(-1), self.lr)
+                continue
             p -= self.lr * g
 
 
@@ -273,7 +277,11 @@ class Momentum(Optimizer):
         self.momentum = _number("Momentum", "momentum", momentum, low=0.0, high=1.0)
 
     def _update(self, params, grads):
+        kernels = accel.kernels()
         for p, g, v in zip(params, grads, self.state["v"]):
+            if kernels is not None and accel.fusable(p, g, v):
+                kernels.momentum_update(p.reshape(-1), g.reshape(-1), v.reshape(-1), self.momentum, self.lr)
+                continue
             v *= self.momentum
             v -= self.lr * g
             p += v

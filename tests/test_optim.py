@@ -421,11 +421,17 @@ def test_float32_stays_float32(rng):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: Adam(lr=0.01, beta1=0.8), lambda: Adam(lr=0.01, book=True), lambda: AdamW(lr=0.01, weight_decay=0.1)],
-    ids=["adam", "adam-book", "adamw"],
+    [
+        lambda: Adam(lr=0.01, beta1=0.8),
+        lambda: Adam(lr=0.01, book=True),
+        lambda: AdamW(lr=0.01, weight_decay=0.1),
+        lambda: SGD(lr=0.37),
+        lambda: Momentum(lr=0.37, momentum=0.7),
+    ],
+    ids=["adam", "adam-book", "adamw", "sgd", "momentum"],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_fused_adam_step_equals_numpys_bit_for_bit(rng, make, dtype):
+def test_the_fused_step_equals_numpys_bit_for_bit(rng, make, dtype):
     pytest.importorskip("numba")
     from nprnn import accel
 

@@ -491,6 +491,30 @@ def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, 
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
+# ---------------------------------------------------------------- SGD and momentum (nprnn.optim)
+# Memory-bound: NumPy's ``p -= lr * g`` makes a temporary and moves five arrays' worth of memory, the
+# loop below three (a language model's 4.6 M parameters: 10.9 -> 4.1 ms on the Xeon of RESULTS_LM.md).
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: NumPy's roundings, one by one
+def sgd_update(p, g, lr):
+    """``p -= lr g`` on 1-D contiguous arrays of one dtype, ``lr`` in their dtype (as NumPy does)."""
+    lr = _const(p, lr)
+    for i in range(p.shape[0]):
+        p[i] -= lr * g[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def momentum_update(p, g, v, momentum, lr):
+    """``v = momentum v - lr g; p += v`` in one pass, each operation as NumPy's in-place code does it."""
+    momentum, lr = _const(v, momentum), _const(v, lr)
+    for i in range(p.shape[0]):
+        vi = v[i] * momentum
+        vi -= lr * g[i]
+        v[i] = vi
+        p[i] += vi
+
+
 # ---------------------------------------------------------------- the textbook's Adam (nprnn.dlfs2.optimizer)
 
 
