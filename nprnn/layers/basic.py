@@ -82,11 +82,35 @@ class TimeEmbedding:
         return None
 
 
+def stack_affine_params(W, b):
+    """Copies of ``W: (D, V)`` and ``b: (V,)`` as the rows of one ``(D + 1, V)`` array, ``b`` the last:
+    a ``TimeAffine`` given such a pair folds the bias into its products (see there)."""
+    Wb = np.empty((W.shape[0] + 1, W.shape[1]), dtype=W.dtype)
+    Wb[:-1], Wb[-1] = W, b
+    return Wb[:-1], Wb[-1]
+
+
+def _stacked(W, b):
+    """The ``(D + 1, V)`` array whose rows ``W`` and ``b`` are (``stack_affine_params``), else None."""
+    Wb = W.base
+    stacked = (
+        isinstance(Wb, np.ndarray) and b.base is Wb and Wb.ndim == 2 and Wb.flags.c_contiguous
+        and Wb.shape == (W.shape[0] + 1, W.shape[1]) and W.strides == Wb.strides
+        and W.ctypes.data == Wb.ctypes.data and b.ctypes.data == Wb[-1].ctypes.data
+    )  # fmt: skip
+    return Wb if stacked else None
+
+
 class TimeAffine:
     """``xs @ W + b`` at every time step, as one matrix multiply over all ``N * T`` positions.
 
     ``W: (D, V)``, ``b: (V,)``; ``forward(xs: (N, T, D)) -> (N, T, V)``;
     ``backward(dout: (N, T, V)) -> dxs: (N, T, D)``.
+
+    When ``W`` and ``b`` are the rows of one array (``stack_affine_params``, as the language model
+    makes them), the bias rides in the product: ``[xs, 1] @ [W; b]`` in forward and
+    ``[xs, 1].T @ dout = [dW; db]`` in backward, so no pass over the large ``(N T, V)`` arrays adds
+    ``b`` or sums ``db`` (memory-bound passes that cost as much as a third of the product).
     """
 
     def __init__(self, W, b):
@@ -94,17 +118,28 @@ class TimeAffine:
         self.dtype = check_params("TimeAffine", {"W": W, "b": b}, {"W": (None, None), "b": (V,)})
         self.D, self.V = D, V
         self.params = [W, b]
-        self.grads = [np.zeros_like(W), np.zeros_like(b)]
-        self.xs = None
+        self._Wb = _stacked(W, b)
+        if self._Wb is None:
+            self.grads = [np.zeros_like(W), np.zeros_like(b)]
+        else:
+            self._dWb = np.zeros_like(self._Wb)
+            self.grads = [self._dWb[:-1], self._dWb[-1]]
+        self.xs = self._xs1 = None
 
     def forward(self, xs):
         W, b = self.params
         check_input("TimeAffine", xs, (None, None, self.D), self.dtype, "xs")
-        N, T, _ = xs.shape
-        flops = 2 * N * T * self.D * self.V
+        N, T, D = xs.shape
+        flops = 2 * N * T * (D + 1) * self.V
         with accel.threads_for(flops, flops):  # the time layers' BLAS-thread policy (nprnn.accel.blas)
-            out = accel.matmul(xs.reshape(N * T, self.D), W)
-        out += b
+            if self._Wb is None:
+                out = accel.matmul(xs.reshape(N * T, D), W)
+                out += b
+            else:
+                self._xs1 = np.empty((N * T, D + 1), dtype=xs.dtype)  # [xs, 1]
+                self._xs1[:, :D] = xs.reshape(N * T, D)
+                self._xs1[:, D] = 1
+                out = accel.matmul(self._xs1, self._Wb)
         self.xs = xs
         return out.reshape(N, T, self.V)
 
@@ -112,15 +147,19 @@ class TimeAffine:
         if self.xs is None:
             raise RuntimeError("TimeAffine: backward called before forward")
         W, _ = self.params
-        N, T, _ = self.xs.shape
+        N, T, D = self.xs.shape
         check_input("TimeAffine", dout, (N, T, self.V), self.dtype, "dout")
         dout2 = dout.reshape(N * T, self.V)
-        flops = 2 * N * T * self.D * self.V
+        flops = 2 * N * T * (D + 1) * self.V
         with accel.threads_for(flops, flops):
-            accel.matmul(self.xs.reshape(N * T, self.D).T, dout2, out=self.grads[0])  # no (D, V) temporary
+            if self._Wb is None:
+                accel.matmul(self.xs.reshape(N * T, D).T, dout2, out=self.grads[0])  # no (D, V) temporary
+            else:
+                accel.matmul(self._xs1.T, dout2, out=self._dWb)  # dW and, from the row of ones, db
             dxs = accel.matmul(dout2, W.T)
-        np.sum(dout2, axis=0, out=self.grads[1])
-        return dxs.reshape(N, T, self.D)
+        if self._Wb is None:
+            np.sum(dout2, axis=0, out=self.grads[1])
+        return dxs.reshape(N, T, D)
 
 
 PARALLEL_SOFTMAX = 1 << 20  # scores: from a million, the rows are split over the cores (nprnn.accel)

@@ -19,7 +19,7 @@ import numpy as np
 
 from nprnn._checks import positive_int
 from nprnn.data.batching import EvalBatches
-from nprnn.layers.basic import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss
+from nprnn.layers.basic import TimeAffine, TimeDropout, TimeEmbedding, TimeSoftmaxWithLoss, stack_affine_params
 from nprnn.layers.stack import make_recurrent
 
 
@@ -93,7 +93,10 @@ class LanguageModel:
         self.drop_in = TimeDropout(config.dropout, seed=int(seeds[1]))
         self.drop_out = TimeDropout(config.dropout, seed=int(seeds[2]))
         W_out = W_embed.T if config.tie_weights else (rng.standard_normal((H, V)) / np.sqrt(H)).astype(dtype)
-        self.affine = TimeAffine(W_out, np.zeros(V, dtype=dtype))
+        b_out = np.zeros(V, dtype=dtype)
+        if not config.tie_weights:  # one (H + 1, V) array: the bias rides in the products (TimeAffine)
+            W_out, b_out = stack_affine_params(W_out, b_out)
+        self.affine = TimeAffine(W_out, b_out)
         self.loss_layer = TimeSoftmaxWithLoss()
 
         self.params = [W_embed] + self.rnn.params + ([] if config.tie_weights else [W_out]) + [self.affine.params[1]]

@@ -10,6 +10,7 @@ from nprnn.layers.basic import (
     TimeDropout,
     TimeEmbedding,
     TimeSoftmaxWithLoss,
+    stack_affine_params,
 )
 
 # ---------------------------------------------------------------- TimeEmbedding
@@ -131,11 +132,18 @@ def test_embedding_bad_inputs():
 
 
 # ---------------------------------------------------------------- TimeAffine
+# "stacked": W and b the rows of one array (stack_affine_params), where the bias rides in the products.
+AFFINE_LAYOUTS = pytest.mark.parametrize("stacked", [False, True], ids=["separate", "stacked"])
 
 
-def test_affine_gradients(rng):
+def affine_params(W, b, stacked):
+    return stack_affine_params(W, b) if stacked else (W, b)
+
+
+@AFFINE_LAYOUTS
+def test_affine_gradients(rng, stacked):
     N, T, D, V = 2, 3, 4, 5
-    W, b = rng.standard_normal((D, V)), rng.standard_normal(V)
+    W, b = affine_params(rng.standard_normal((D, V)), rng.standard_normal(V), stacked)
     xs, R = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, V))
     layer = TimeAffine(W, b)
 
@@ -151,9 +159,10 @@ def test_affine_gradients(rng):
     assert relative_error(dxs, numerical_gradient(loss, xs)) < 1e-8
 
 
-def test_affine_parity_with_textbook(dlfs2, rng):
+@AFFINE_LAYOUTS
+def test_affine_parity_with_textbook(dlfs2, rng, stacked):
     N, T, D, V = 3, 4, 5, 6
-    W, b = rng.standard_normal((D, V)), rng.standard_normal(V)
+    W, b = affine_params(rng.standard_normal((D, V)), rng.standard_normal(V), stacked)
     xs, dout = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, V))
     ours, ref = TimeAffine(W, b), dlfs2.time_layers.TimeAffine(W.copy(), b.copy())
     np.testing.assert_allclose(ours.forward(xs), ref.forward(xs), rtol=1e-13)
@@ -162,8 +171,9 @@ def test_affine_parity_with_textbook(dlfs2, rng):
         np.testing.assert_allclose(g, r, rtol=1e-13)
 
 
-def test_affine_protocol_and_dtype(rng):
-    W, b = rng.standard_normal((3, 4)).astype(np.float32), np.zeros(4, np.float32)
+@AFFINE_LAYOUTS
+def test_affine_protocol_and_dtype(rng, stacked):
+    W, b = affine_params(rng.standard_normal((3, 4)).astype(np.float32), np.zeros(4, np.float32), stacked)
     layer = TimeAffine(W, b)
     grads = list(layer.grads)
     assert layer.params[0] is W and layer.params[1] is b
@@ -175,13 +185,43 @@ def test_affine_protocol_and_dtype(rng):
     np.testing.assert_allclose(grads[1], np.full(4, 10.0))  # db = sum of dout over N*T positions
 
 
-def test_affine_non_contiguous_input(rng):
-    W, b = rng.standard_normal((3, 4)), rng.standard_normal(4)
+@AFFINE_LAYOUTS
+def test_affine_non_contiguous_input(rng, stacked):
+    W, b = affine_params(rng.standard_normal((3, 4)), rng.standard_normal(4), stacked)
     xs = rng.standard_normal((5, 2, 3)).transpose(1, 0, 2)  # (2, 5, 3), not C-contiguous
     layer = TimeAffine(W, b)
     np.testing.assert_allclose(layer.forward(xs), xs @ W + b, rtol=1e-13)
     layer.backward(np.ones((2, 5, 4)))
     np.testing.assert_allclose(layer.grads[0], xs.reshape(-1, 3).T @ np.ones((10, 4)), rtol=1e-13)
+
+
+def test_stacked_affine_params_share_one_array_and_so_do_their_grads(rng):
+    W, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    Ws, bs = stack_affine_params(W, b)
+    assert Ws.base is bs.base and Ws.base.shape == (4, 4)
+    np.testing.assert_array_equal(Ws, W)
+    np.testing.assert_array_equal(bs, b)
+    grads = TimeAffine(Ws, bs).grads
+    assert grads[0].base is grads[1].base is not None
+    # rows of a larger array, or a b that is not the row right after W: the separate path
+    big = np.zeros((5, 4), np.float32)
+    for Wx, bx in [(big[:3], big[4]), (big[:3], big[3].copy()), (big[1:4], big[4])]:
+        layer = TimeAffine(Wx, bx)
+        assert layer.grads[0].base is None and layer.grads[1].base is None
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_stacked_and_separate_affine_agree(rng, dtype, rtol):
+    """The language model's shape of output layer, both layouts: the same outputs and gradients to the
+    dtype's rounding (the bias is summed in the product's order, not NumPy's)."""
+    N, T, D, V = 4, 5, 32, 1000
+    W, b = rng.standard_normal((D, V)).astype(dtype), rng.standard_normal(V).astype(dtype)
+    xs, dout = rng.standard_normal((N, T, D)).astype(dtype), rng.standard_normal((N, T, V)).astype(dtype)
+    separate, stacked = TimeAffine(W, b), TimeAffine(*stack_affine_params(W, b))
+    np.testing.assert_allclose(stacked.forward(xs), separate.forward(xs), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(stacked.backward(dout), separate.backward(dout), rtol=rtol, atol=rtol)
+    for g_stacked, g_separate in zip(stacked.grads, separate.grads):
+        np.testing.assert_allclose(g_stacked, g_separate, rtol=rtol, atol=rtol * 10)
 
 
 def test_affine_bad_inputs():

@@ -49,6 +49,17 @@ def test_params_are_unique_arrays_in_textbook_order():
             assert not np.shares_memory(p, q)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_the_output_bias_is_the_row_after_the_output_weights_unless_tied(tie):
+    """So TimeAffine folds the bias into its products (layers/basic.py); a tied W is the embedding's
+    transpose, which it cannot be."""
+    model = LanguageModel(LMConfig(vocab_size=10, embed=6, hidden=6, tie_weights=tie))
+    W_out, b_out = model.affine.params
+    stacked = W_out.base is not None and W_out.base is b_out.base
+    assert stacked == (not tie)
+    assert (model.affine.grads[0].base is model.affine.grads[1].base is not None) == (not tie)
+
+
 def test_seeded_init_is_reproducible():
     a = LanguageModel(LMConfig(vocab_size=10, init="uniform", init_scale=0.1), seed=5)
     b = LanguageModel(LMConfig(vocab_size=10, init="uniform", init_scale=0.1), seed=5)
