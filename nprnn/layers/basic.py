@@ -130,7 +130,7 @@ class TimeAffine:
         W, b = self.params
         check_input("TimeAffine", xs, (None, None, self.D), self.dtype, "xs")
         N, T, D = xs.shape
-        flops = 2 * N * T * (D + 1) * self.V
+        flops = 2 * N * T * (D + (self._Wb is not None)) * self.V  # + the row of ones when stacked
         with accel.threads_for(flops, flops):  # the time layers' BLAS-thread policy (nprnn.accel.blas)
             if self._Wb is None:
                 out = accel.matmul(xs.reshape(N * T, D), W)
@@ -150,7 +150,7 @@ class TimeAffine:
         N, T, D = self.xs.shape
         check_input("TimeAffine", dout, (N, T, self.V), self.dtype, "dout")
         dout2 = dout.reshape(N * T, self.V)
-        flops = 2 * N * T * (D + 1) * self.V
+        flops = 2 * N * T * (D + (self._Wb is not None)) * self.V  # + the row of ones when stacked
         with accel.threads_for(flops, flops):
             if self._Wb is None:
                 accel.matmul(self.xs.reshape(N * T, D).T, dout2, out=self.grads[0])  # no (D, V) temporary
