@@ -39,8 +39,8 @@ def nprnn_step(cell, E, H, L, N, T, rng, backend="numba"):
         accel.use(backend)
         model.forward(xs, ts)
         model.backward()
-        optim.clip_grads(model.grads, 0.25)
-        opt.update(model.params, model.grads)
+        rate = optim.clip_rate(optim.grad_norm(model.grads), 0.25)  # clipped in the update, as nprnn's loop does
+        opt.update(model.params, model.grads, grad_scale=rate)
 
     return step
 

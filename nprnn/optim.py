@@ -137,12 +137,19 @@ def clip_grads(grads, max_norm):
     if not isinstance(grads, (list, tuple)) or not all(isinstance(g, np.ndarray) for g in grads):
         raise ValueError(f"clip_grads: grads must be a list of NumPy arrays, got {type(grads).__name__}")
     norm = grad_norm(grads)
-    if math.isfinite(norm):
-        rate = max_norm / (norm + 1e-6)
-        if rate < 1:
-            for g in grads:
-                g *= rate
+    rate = clip_rate(norm, max_norm)
+    if rate != 1:
+        for g in grads:
+            g *= rate
     return norm
+
+
+def clip_rate(norm, max_norm):
+    """The factor ``clip_grads`` scales the gradients by, from their global ``norm``: ``max_norm /
+    (norm + 1e-6)`` when that is below 1, else 1 (also for a non-finite norm). Passed to
+    ``Optimizer.update(..., grad_scale=rate)`` it clips without a pass of its own over the gradients."""
+    rate = max_norm / (norm + 1e-6) if math.isfinite(norm) else 1.0
+    return rate if rate < 1 else 1.0
 
 
 # ---------------------------------------------------------------- optimizers
@@ -173,10 +180,18 @@ class Optimizer:
     def lr(self, value):
         self._lr = _number(type(self).__name__, "lr", value, low=0.0)
 
-    def update(self, params, grads):
-        """Update every ``params[i]`` in place from ``grads[i]`` (same shape and dtype)."""
+    fuses_grad_scale = False  # whether _update applies self.grad_scale itself (in its fused kernels)
+
+    def update(self, params, grads, grad_scale=1.0):
+        """Update every ``params[i]`` in place from ``grads[i]`` (same shape and dtype).
+
+        ``grad_scale``: update as if every gradient were first multiplied by it in place, as
+        ``clip_grads`` does (``clip_rate`` gives the factor); the numbers are the same bit for bit,
+        but the fused kernels of SGD, momentum and Adam do it without a pass over the gradients,
+        which are then left unscaled."""
         name = type(self).__name__
         _check_lists(name, params, grads)
+        grad_scale = _number(name, "grad_scale", grad_scale, low=0.0)
         for i, p in enumerate(params):
             if p.dtype not in (np.float32, np.float64):
                 raise ValueError(f"{name}: params[{i}] must be float32 or float64, got {p.dtype}")
@@ -193,7 +208,17 @@ class Optimizer:
             self.state = {slot: [np.zeros_like(p) for p in params] for slot in self.slots}
         self._check_state(params)
         self.t += 1
+        self.grad_scale = grad_scale
+        if grad_scale != 1 and not self.fuses_grad_scale:
+            for g in grads:
+                g *= grad_scale
         self._update(params, grads)
+
+    def _scaled(self, g):
+        """``g`` scaled in place by ``grad_scale``, for the NumPy branch of an optimizer that fuses it."""
+        if self.grad_scale != 1:
+            g *= self.grad_scale
+        return g
 
     def _check_state(self, params):
         name = type(self).__name__
@@ -257,13 +282,15 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01):
         super().__init__(lr)
 
+    fuses_grad_scale = True
+
     def _update(self, params, grads):
         kernels = accel.kernels()
         for p, g in zip(params, grads):
             if kernels is not None and accel.fusable(p, g):  # one pass, no temporary: the same bits
-                kernels.sgd_update(p.reshape(-1), g.reshape(-1), self.lr)
+                kernels.sgd_update(p.reshape(-1), g.reshape(-1), self.lr, self.grad_scale)
                 continue
-            p -= self.lr * g
+            p -= self.lr * self._scaled(g)
 
 
 class Momentum(Optimizer):
@@ -276,14 +303,17 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = _number("Momentum", "momentum", momentum, low=0.0, high=1.0)
 
+    fuses_grad_scale = True
+
     def _update(self, params, grads):
         kernels = accel.kernels()
         for p, g, v in zip(params, grads, self.state["v"]):
             if kernels is not None and accel.fusable(p, g, v):
-                kernels.momentum_update(p.reshape(-1), g.reshape(-1), v.reshape(-1), self.momentum, self.lr)
+                flat = (a.reshape(-1) for a in (p, g, v))
+                kernels.momentum_update(*flat, self.momentum, self.lr, self.grad_scale)
                 continue
             v *= self.momentum
-            v -= self.lr * g
+            v -= self.lr * self._scaled(g)
             p += v
 
 
@@ -358,6 +388,7 @@ class Adam(Optimizer):
 
     hyper = ("lr", "beta1", "beta2", "eps", "book")
     slots = ("m", "v")
+    fuses_grad_scale = True
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=None, book=False):
         super().__init__(lr)
@@ -375,8 +406,9 @@ class Adam(Optimizer):
             if kernels is not None and accel.fusable(p, g, m, v):  # one fused pass instead of ten NumPy operations
                 step = self.lr * math.sqrt(bias2) / bias1 if self.book else self.lr / bias1
                 flat = (a.reshape(-1) for a in (p, g, m, v))
-                kernels.adam_update(*flat, b1, b2, step, math.sqrt(bias2), self.eps, self.book)
+                kernels.adam_update(*flat, b1, b2, step, math.sqrt(bias2), self.eps, self.book, self.grad_scale)
                 continue
+            g = self._scaled(g)
             m += (1 - b1) * (g - m)
             if self.book:
                 v += (1 - b2) * (g**2 - v)

@@ -22,6 +22,7 @@ from nprnn.optim import (
     RMSprop,
     StepDecay,
     clip_grads,
+    clip_rate,
     grad_norm,
     unique_params,
 )
@@ -450,6 +451,59 @@ def test_the_fused_step_equals_numpys_bit_for_bit(rng, make, dtype):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, before)
+
+
+ALL_OPTIMIZERS = {
+    "sgd": lambda: SGD(lr=0.37),
+    "momentum": lambda: Momentum(lr=0.37, momentum=0.7),
+    "nesterov": lambda: Nesterov(lr=0.1),
+    "adagrad": lambda: AdaGrad(lr=0.1),
+    "rmsprop": lambda: RMSprop(lr=0.1),
+    "adam": lambda: Adam(lr=0.01, beta1=0.8),
+    "adam-book": lambda: Adam(lr=0.01, book=True),
+    "adamw": lambda: AdamW(lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("make", ALL_OPTIMIZERS.values(), ids=ALL_OPTIMIZERS.keys())
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_update_with_grad_scale_equals_clipping_first_bit_for_bit(rng, make, backend, dtype):
+    """What the training loop does (clip_rate, then update(grad_scale=rate)) against clip_grads then
+    update; the fused kernels leave the gradients unscaled, the rest scale them as clip_grads would."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    from nprnn import accel
+
+    shapes = [(64, 50), (7,), (3, 4, 5)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grad_seq = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(3)]
+    previous = accel.backend()
+    try:
+        accel.use(backend)
+        clipped, scaled = make(), make()
+        ps_clipped, ps_scaled = [p.copy() for p in params], [p.copy() for p in params]
+        for grads in grad_seq:
+            g_clipped, g_scaled = [g.copy() for g in grads], [g.copy() for g in grads]
+            clip_grads(g_clipped, 1.5)
+            clipped.update(ps_clipped, g_clipped)
+            rate = clip_rate(grad_norm(g_scaled), 1.5)
+            assert 0 < rate < 1
+            scaled.update(ps_scaled, g_scaled, grad_scale=rate)
+            for g, g0, gc in zip(g_scaled, grads, g_clipped):  # left as they were, or scaled like clip_grads
+                assert np.array_equal(g, g0) or np.array_equal(g, gc)
+    finally:
+        accel.use(previous)
+    for a, b in zip(ps_scaled, ps_clipped):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_clip_rate():
+    assert clip_rate(10.0, 1.0) == pytest.approx(0.1)
+    assert clip_rate(0.5, 1.0) == 1.0
+    assert clip_rate(math.inf, 1.0) == 1.0 and clip_rate(math.nan, 1.0) == 1.0
+    with pytest.raises(ValueError, match="grad_scale must be a finite number"):
+        SGD().update([np.zeros(2)], [np.zeros(2)], grad_scale=math.nan)
 
 
 def test_params_are_updated_in_place(rng):

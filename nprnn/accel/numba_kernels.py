@@ -497,20 +497,21 @@ def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: NumPy's roundings, one by one
-def sgd_update(p, g, lr):
-    """``p -= lr g`` on 1-D contiguous arrays of one dtype, ``lr`` in their dtype (as NumPy does)."""
-    lr = _const(p, lr)
+def sgd_update(p, g, lr, scale):
+    """``p -= lr (scale g)`` on 1-D contiguous arrays of one dtype, ``lr`` and ``scale`` in their dtype
+    (as NumPy does; ``scale g`` rounded as ``g *= scale`` rounds it, leaving ``g`` as it is)."""
+    lr, scale = _const(p, lr), _const(p, scale)
     for i in range(p.shape[0]):
-        p[i] -= lr * g[i]
+        p[i] -= lr * (g[i] * scale)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def momentum_update(p, g, v, momentum, lr):
-    """``v = momentum v - lr g; p += v`` in one pass, each operation as NumPy's in-place code does it."""
-    momentum, lr = _const(v, momentum), _const(v, lr)
+def momentum_update(p, g, v, momentum, lr, scale):
+    """``v = momentum v - lr (scale g); p += v`` in one pass, each operation as NumPy's in-place code does it."""
+    momentum, lr, scale = _const(v, momentum), _const(v, lr), _const(v, scale)
     for i in range(p.shape[0]):
         vi = v[i] * momentum
-        vi -= lr * g[i]
+        vi -= lr * (g[i] * scale)
         v[i] = vi
         p[i] += vi
 
@@ -535,15 +536,15 @@ def book_adam_update(p, g, m, v, beta1, beta2, lr_t):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def adam_update(p, g, m, v, beta1, beta2, step, root_bias2, eps, book):
+def adam_update(p, g, m, v, beta1, beta2, step, root_bias2, eps, book, scale):
     """``nprnn.optim.Adam``'s step in one pass, each operation as its NumPy code does it, every Python
     float in the arrays' dtype (so the same bits). Default: ``v = b2 v + (1 - b2) g g``,
     ``p -= step m / (sqrt(v) / root_bias2 + eps)``; ``book``: ``v += (1 - b2)(g^2 - v)``,
-    ``p -= step m / (sqrt(v) + eps)``; ``m += (1 - b1)(g - m)`` in both."""
+    ``p -= step m / (sqrt(v) + eps)``; ``m += (1 - b1)(g - m)`` in both; ``g`` read as ``scale g``."""
     one_b1, b2, one_b2 = _const(m, 1.0 - beta1), _const(v, beta2), _const(v, 1.0 - beta2)
-    step, root_bias2, eps = _const(p, step), _const(v, root_bias2), _const(v, eps)
+    step, root_bias2, eps, scale = _const(p, step), _const(v, root_bias2), _const(v, eps), _const(g, scale)
     for i in range(p.shape[0]):
-        gi = g[i]
+        gi = g[i] * scale
         mi = m[i] + one_b1 * (gi - m[i])
         m[i] = mi
         if book:

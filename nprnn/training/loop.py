@@ -547,7 +547,8 @@ class TrainingLoop:
             model.backward()
             if self.parallel is not None:  # one Allreduce: full-batch gradients and loss, any rank's Ctrl-C
                 loss, self._stop_requested = self.parallel.allreduce_step(model.grads, loss)
-            norm = optim.clip_grads(model.grads, c.max_grad) if c.max_grad else optim.grad_norm(model.grads)
+            norm = optim.grad_norm(model.grads)
+            rate = optim.clip_rate(norm, c.max_grad) if c.max_grad else 1.0  # applied by the update
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
                 raise NumericError(
@@ -555,7 +556,7 @@ class TrainingLoop:
                     "is untouched). Try a lower --lr or a smaller --max-grad"
                 )
             self.optimizer.lr = self.lr
-            self.optimizer.update(model.params, model.grads)
+            self.optimizer.update(model.params, model.grads, grad_scale=rate)
         if not all(np.isfinite(p).all() for p in model.params):  # an lr so high the update overflowed
             raise NumericError(
                 f"the update of {self._where()} made parameters NaN or infinite; stopped (the last checkpoint "

@@ -54,7 +54,12 @@ def resumed(corpus, out_dir, **changes):
 def lrs_seen(trainer, monkeypatch):
     seen = []
     real = type(trainer.optimizer).update
-    monkeypatch.setattr(type(trainer.optimizer), "update", lambda self, p, g: (seen.append(self.lr), real(self, p, g)))
+
+    def update(self, params, grads, **options):
+        seen.append(self.lr)
+        real(self, params, grads, **options)
+
+    monkeypatch.setattr(type(trainer.optimizer), "update", update)
     return seen
 
 

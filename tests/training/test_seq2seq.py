@@ -221,7 +221,9 @@ def test_cosine_schedule_sets_the_lr_of_every_update(toy, tmp_path, monkeypatch)
     seen = []
     real_update = type(trainer.optimizer).update
     monkeypatch.setattr(
-        type(trainer.optimizer), "update", lambda self, p, g: (seen.append(self.lr), real_update(self, p, g))
+        type(trainer.optimizer),
+        "update",
+        lambda self, p, g, **options: (seen.append(self.lr), real_update(self, p, g, **options)),
     )
     trainer.run()
     assert seen == pytest.approx([0.01 * (1 + np.cos(np.pi * k / total)) for k in range(total)], rel=1e-12)
