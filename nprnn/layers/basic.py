@@ -165,6 +165,14 @@ class TimeAffine:
 PARALLEL_SOFTMAX = 1 << 20  # scores: from a million, the rows are split over the cores (nprnn.accel)
 
 
+def _tame_maxes(dtype, V):
+    """The row maxima for which ``exp(scores)`` needs no ``- max``: the sum of ``V`` terms cannot overflow
+    (``V e^high`` stays a factor e below the largest float), and the largest term is a normal number
+    with 20 nats to spare (terms that underflow are below ``e^-20`` of it, nothing in the sum)."""
+    info = np.finfo(dtype)
+    return float(np.log(info.tiny)) + 20, float(np.log(info.max)) - float(np.log(V)) - 1
+
+
 def softmax_rows(function, rows, size):
     """``function(lo, hi)`` over ``range(rows)`` of a ``size``-element softmax: in blocks over the cores
     from ``PARALLEL_SOFTMAX`` elements (``accel.in_row_blocks``), else in one call."""
@@ -183,8 +191,10 @@ class TimeSoftmaxWithLoss:
     at masked positions. A batch where every position is masked has loss ``0.0`` and zero gradient
     (rather than 0/0 = nan), so a fully padded batch is harmless.
 
-    Stable for huge scores: it works with ``xs - max(xs)`` and computes the loss as
-    ``log(sum(exp(xs - max))) - (xs_t - max)``, never taking the log of an underflowed probability.
+    Stable for huge scores: a row whose maximum is out of a safe range (``_tame_maxes``; for float32
+    and V = 10,000 about -67 to 78) is shifted by it, the loss being ``log(sum(exp(xs - max))) -
+    (xs_t - max)``, never the log of an underflowed probability; the others skip that pass over the
+    scores: ``log(sum(exp(xs))) - xs_t``.
     """
 
     def __init__(self, ignore_label=-1):
@@ -210,12 +220,20 @@ class TimeSoftmaxWithLoss:
         sums = np.empty(N * T, dtype=scores.dtype)
         losses = np.empty(N * T, dtype=scores.dtype)
 
+        low, high = _tame_maxes(scores.dtype, V)
+
         def rows(lo, hi):  # row by row: the same numbers whatever the blocks
-            e = exps[lo:hi]
-            np.subtract(scores[lo:hi], scores[lo:hi].max(axis=1, keepdims=True), out=e)
-            target_scores = e[np.arange(hi - lo), targets[lo:hi]]
-            np.exp(e, out=e)
-            e.sum(axis=1, out=sums[lo:hi])  # >= 1: the max contributes exp(0)
+            x, e = scores[lo:hi], exps[lo:hi]
+            maxes = x.max(axis=1)
+            shifted = np.zeros(hi - lo, dtype=x.dtype)
+            wild = ~((maxes >= low) & (maxes <= high))  # NaN too
+            if wild.any():  # those rows shifted by their max (the others by 0, exactly x)
+                shifted[wild] = maxes[wild]
+                np.exp(np.subtract(x, shifted[:, None], out=e), out=e)
+            else:  # no row needs x - max: a pass over the scores fewer
+                np.exp(x, out=e)
+            target_scores = x[np.arange(hi - lo), targets[lo:hi]] - shifted
+            e.sum(axis=1, out=sums[lo:hi])
             np.subtract(np.log(sums[lo:hi]), target_scores, out=losses[lo:hi])
 
         softmax_rows(rows, N * T, scores.size)

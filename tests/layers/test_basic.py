@@ -10,6 +10,7 @@ from nprnn.layers.basic import (
     TimeDropout,
     TimeEmbedding,
     TimeSoftmaxWithLoss,
+    _tame_maxes,
     stack_affine_params,
 )
 
@@ -308,6 +309,47 @@ def test_softmax_loss_stable_for_huge_scores(rng, dtype):
     assert np.isfinite(loss) and np.all(np.isfinite(dxs)) and dxs.dtype == dtype
     np.testing.assert_allclose(loss, reference_loss(xs.astype(np.float64), ts), rtol=1e-6)
     assert loss > 1e3  # confidently wrong predictions cost a lot
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_loss_rows_near_the_edges_of_the_unshifted_range(rng, dtype):
+    """Rows whose maximum is just inside or just outside the range where exp(scores) is taken
+    unshifted: the loss and the softmax agree with float64 log-sum-exp either way."""
+    V = 10000
+    low, high = _tame_maxes(dtype, V)
+    maxes = [high - 0.5, high + 0.5, low + 0.5, low - 0.5, 0.0, 700.0]
+    xs = rng.standard_normal((1, len(maxes), V)) * 3
+    xs[0, :, 0] = 0.0
+    xs = xs - xs.max(axis=-1, keepdims=True) + np.array(maxes)[None, :, None]  # each row's max as listed
+    xs = xs.astype(dtype)
+    ts = rng.integers(0, V, (1, len(maxes)))
+    layer = TimeSoftmaxWithLoss()
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        loss = layer.forward(xs, ts)
+        dxs = layer.backward()
+    x64 = xs.astype(np.float64)
+    np.testing.assert_allclose(loss, reference_loss(x64, ts), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    softmax = np.exp(x64 - np.logaddexp.reduce(x64, axis=-1, keepdims=True))
+    onehot = np.zeros_like(softmax)
+    onehot[0, np.arange(len(maxes)), ts[0]] = 1
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(dxs, (softmax - onehot) / len(maxes), atol=tol / len(maxes))
+
+
+def test_softmax_loss_rows_do_not_depend_on_each_other(rng):
+    """A row that needs the shift by its max leaves the other rows' numbers as they are, bit for bit."""
+    xs = rng.standard_normal((1, 8, 1000)).astype(np.float32)
+    ts = rng.integers(0, 1000, (1, 8))
+    huge = xs.copy()
+    huge[0, 3] *= 1e4
+    layer = TimeSoftmaxWithLoss()
+    layer.forward(xs, ts)
+    plain = layer.backward()
+    layer.forward(huge, ts)
+    mixed = layer.backward()
+    keep = [i for i in range(8) if i != 3]
+    np.testing.assert_array_equal(mixed[0, keep], plain[0, keep])
+    assert np.all(np.isfinite(mixed))
 
 
 def test_softmax_loss_all_masked_is_zero():
