@@ -1,6 +1,7 @@
 """Optimizers, clipping, tied weights and schedules: against hand-computed steps, torch.optim
 and the textbook's common/optimizer.py; state_dict round trips continue bit for bit."""
 
+import contextlib
 import io
 import math
 
@@ -420,39 +421,6 @@ def test_float32_stays_float32(rng):
         np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: Adam(lr=0.01, beta1=0.8),
-        lambda: Adam(lr=0.01, book=True),
-        lambda: AdamW(lr=0.01, weight_decay=0.1),
-        lambda: SGD(lr=0.37),
-        lambda: Momentum(lr=0.37, momentum=0.7),
-    ],
-    ids=["adam", "adam-book", "adamw", "sgd", "momentum"],
-)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_fused_step_equals_numpys_bit_for_bit(rng, make, dtype):
-    pytest.importorskip("numba")
-    from nprnn import accel
-
-    shapes = [(64, 50), (7,), (3, 4, 5)]
-    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
-    previous = accel.backend()
-    try:
-        runs = {}
-        for backend in ("numpy", "numba"):
-            accel.use(backend)
-            runs[backend] = run(make(), [p.copy() for p in params], grads)
-    finally:
-        accel.use(previous)
-    for a, b, before in zip(runs["numba"], runs["numpy"], params):
-        assert a.dtype == dtype
-        np.testing.assert_array_equal(a, b)
-        assert not np.array_equal(a, before)
-
-
 ALL_OPTIMIZERS = {
     "sgd": lambda: SGD(lr=0.37),
     "momentum": lambda: Momentum(lr=0.37, momentum=0.7),
@@ -463,25 +431,52 @@ ALL_OPTIMIZERS = {
     "adam-book": lambda: Adam(lr=0.01, book=True),
     "adamw": lambda: AdamW(lr=0.01, weight_decay=0.1),
 }
+FUSED = ["sgd", "momentum", "adam", "adam-book", "adamw"]  # those with numba kernels
 
 
-@pytest.mark.parametrize("make", ALL_OPTIMIZERS.values(), ids=ALL_OPTIMIZERS.keys())
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_update_with_grad_scale_equals_clipping_first_bit_for_bit(rng, make, backend, dtype):
-    """What the training loop does (clip_rate, then update(grad_scale=rate)) against clip_grads then
-    update; the fused kernels leave the gradients unscaled, the rest scale them as clip_grads would."""
-    if backend == "numba":
+def params_and_grads(rng, dtype, steps):
+    shapes = [(64, 50), (7,), (3, 4, 5)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    return params, [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+
+
+@contextlib.contextmanager
+def accel_backend(name):
+    if name == "numba":
         pytest.importorskip("numba")
     from nprnn import accel
 
-    shapes = [(64, 50), (7,), (3, 4, 5)]
-    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    grad_seq = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(3)]
     previous = accel.backend()
+    accel.use(name)
     try:
-        accel.use(backend)
-        clipped, scaled = make(), make()
+        yield
+    finally:
+        accel.use(previous)
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fused_step_equals_numpys_bit_for_bit(rng, name, dtype):
+    params, grads = params_and_grads(rng, dtype, 4)
+    runs = {}
+    for backend in ("numpy", "numba"):
+        with accel_backend(backend):
+            runs[backend] = run(ALL_OPTIMIZERS[name](), [p.copy() for p in params], grads)
+    for a, b, before in zip(runs["numba"], runs["numpy"], params):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, before)
+
+
+@pytest.mark.parametrize("name", ALL_OPTIMIZERS)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_update_with_grad_scale_equals_clipping_first_bit_for_bit(rng, name, backend, dtype):
+    """What the training loop does (clip_rate, then update(grad_scale=rate)) against clip_grads then
+    update; the fused kernels leave the gradients unscaled, the rest scale them as clip_grads would."""
+    params, grad_seq = params_and_grads(rng, dtype, 3)
+    with accel_backend(backend):
+        clipped, scaled = ALL_OPTIMIZERS[name](), ALL_OPTIMIZERS[name]()
         ps_clipped, ps_scaled = [p.copy() for p in params], [p.copy() for p in params]
         for grads in grad_seq:
             g_clipped, g_scaled = [g.copy() for g in grads], [g.copy() for g in grads]
@@ -492,8 +487,6 @@ def test_update_with_grad_scale_equals_clipping_first_bit_for_bit(rng, make, bac
             scaled.update(ps_scaled, g_scaled, grad_scale=rate)
             for g, g0, gc in zip(g_scaled, grads, g_clipped):  # left as they were, or scaled like clip_grads
                 assert np.array_equal(g, g0) or np.array_equal(g, gc)
-    finally:
-        accel.use(previous)
     for a, b in zip(ps_scaled, ps_clipped):
         np.testing.assert_array_equal(a, b)
 
