@@ -108,7 +108,7 @@ class TimeAffine:
     ``backward(dout: (N, T, V)) -> dxs: (N, T, D)``.
 
     When ``W`` and ``b`` are the rows of one array (``stack_affine_params``, as the language model
-    makes them), the bias rides in the product: ``[xs, 1] @ [W; b]`` in forward and
+    makes them) and ``V > D``, the bias rides in the product: ``[xs, 1] @ [W; b]`` in forward and
     ``[xs, 1].T @ dout = [dW; db]`` in backward, so no pass over the large ``(N T, V)`` arrays adds
     ``b`` or sums ``db`` (memory-bound passes that cost as much as a third of the product).
     """
@@ -118,7 +118,8 @@ class TimeAffine:
         self.dtype = check_params("TimeAffine", {"W": W, "b": b}, {"W": (None, None), "b": (V,)})
         self.D, self.V = D, V
         self.params = [W, b]
-        self._Wb = _stacked(W, b)
+        # folding copies xs into [xs, 1] to spare passes over the output: worth it when the output is wider
+        self._Wb = _stacked(W, b) if V is not None and V > D else None
         if self._Wb is None:
             self.grads = [np.zeros_like(W), np.zeros_like(b)]
         else:

@@ -204,7 +204,10 @@ def test_stacked_affine_params_share_one_array_and_so_do_their_grads(rng):
     np.testing.assert_array_equal(bs, b)
     grads = TimeAffine(Ws, bs).grads
     assert grads[0].base is grads[1].base is not None
-    # rows of a larger array, or a b that is not the row right after W: the separate path
+    # rows of a larger array, a b that is not the row right after W, or an output no wider than the
+    # input (copying xs into [xs, 1] would cost more than the passes it saves): the separate path
+    narrow = TimeAffine(*stack_affine_params(np.zeros((4, 4), np.float32), np.zeros(4, np.float32)))
+    assert narrow.grads[0].base is None and narrow.grads[1].base is None
     big = np.zeros((5, 4), np.float32)
     for Wx, bx in [(big[:3], big[4]), (big[:3], big[3].copy()), (big[1:4], big[4])]:
         layer = TimeAffine(Wx, bx)
