@@ -493,7 +493,7 @@ def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, 
 
 # ---------------------------------------------------------------- SGD and momentum (nprnn.optim)
 # Memory-bound: NumPy's ``p -= lr * g`` makes a temporary and moves five arrays' worth of memory, the
-# loop below three (a language model's 4.6 M parameters: 10.9 -> 4.1 ms on the Xeon of RESULTS_LM.md).
+# loop below three (measured: docs/performance.md, "a language model's memory-bound passes").
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: NumPy's roundings, one by one
