@@ -10,7 +10,8 @@ Settings, read from the environment when ``nprnn.accel`` is first imported and c
     ``numpy`` (also ``none``) selects the reference implementation, ``numba`` insists on numba.
 ``NPRNN_BLAS_THREADS``, ``set_blas_threads(...)`` (``blas``)
     How many BLAS threads a time layer's products use: ``auto`` (default) decides from the
-    problem's sizes alone; ``adaptive`` also runs on one thread while the machine is busy;
+    problem's sizes alone; ``adaptive`` also runs on one thread, numba's kernels included, while
+    the machine is busy (other processes, or a hypervisor taking CPU time);
     ``n >= 1`` caps every product at ``n`` threads; ``0`` leaves BLAS alone.
 ``NPRNN_RETAIN_MEMORY=0`` (``memory``)
     Keeps ``retain_freed_memory()``, which the training loops call, from changing glibc's malloc
@@ -27,6 +28,7 @@ from nprnn.accel import backends, blas
 from nprnn.accel.backends import BACKENDS, backend, fusable, kernels, matmul, use
 from nprnn.accel.blas import (
     BUSY_LOAD,
+    BUSY_STEAL,
     POLICIES,
     SINGLE_THREAD_FLOPS,
     SMALL_FLOPS,
@@ -42,7 +44,7 @@ from nprnn.accel.memory import retain_freed_memory
 
 __all__ = [
     "BACKENDS", "use", "backend", "kernels", "matmul", "fusable",
-    "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD",
+    "POLICIES", "SMALL_FLOPS", "SINGLE_THREAD_FLOPS", "BUSY_LOAD", "BUSY_STEAL",
     "set_blas_threads", "blas_threads", "machine_busy", "threads_for", "threads_for_time_layer",
     "one_thread", "in_row_blocks", "retain_freed_memory",
 ]  # fmt: skip

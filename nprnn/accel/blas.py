@@ -8,8 +8,9 @@
   ``SINGLE_THREAD_FLOPS`` (OpenBLAS keeps such a call on one thread by itself: left alone); any
   other call uses BLAS's own threads. Decided from the sizes alone, so reproducible.
 - ``"adaptive"``: as ``"auto"``, and every product on one thread while other processes keep
-  ``BUSY_LOAD`` (half) a core busy or more (``machine_busy``, from Linux's /proc). NOT reproducible: 1 and 2 threads may
-  round float32 products differently, so the numbers depend on the load.
+  ``BUSY_LOAD`` (half) a core busy or more, or the hypervisor takes ``BUSY_STEAL`` of a core from this
+  machine (``machine_busy``, from Linux's /proc). NOT reproducible: 1 and 2 threads may round float32
+  products differently, so the numbers depend on the load.
 - ``n >= 1``: at most ``n`` threads; ``0``: BLAS's own setting.
 
 Applied through ``threadpoolctl`` when it is installed, otherwise without effect; while capped, the
@@ -32,8 +33,13 @@ SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this
 # is below this needs no cap, and skips the ~15 us of setting and restoring BLAS's threads.
 SINGLE_THREAD_FLOPS = 2e6
 BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which all products run on one thread
+# "adaptive": CPU time the hypervisor gives other guests ("steal"), in cores, from which all products run
+# on one thread. Threads that meet at every step wait for the one whose core is taken: measured on a
+# 2-core VM, the ch07 PeekySeq2seq iteration took 19 ms on 2 threads and 23-26 on one with 1-2% steal,
+# 32-42 ms on 2 threads and 25 on one with about 10% (0.2 of a core).
+BUSY_STEAL = 0.1
 _state = {"blas_threads": "auto"}
-_load = {"checked": -math.inf, "busy": False, "others": 0.0}
+_load = {"checked": -math.inf, "busy": False, "others": 0.0, "stolen": 0.0, "stat": None}
 _blas = {"libs": None, "counters": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
@@ -51,18 +57,48 @@ def blas_threads():
 
 
 def machine_busy():
-    """Whether other processes keep half a core busy: the number of runnable tasks on the machine that
-    are not threads of this process, averaged over about 5 seconds, is at least ``BUSY_LOAD``.
+    """Whether the machine is too busy for threads that wait for each other: averaged over about 5
+    seconds, the runnable tasks that are not threads of this process are at least ``BUSY_LOAD``, or
+    the CPU time the hypervisor takes (``_stolen_cores``) is at least ``BUSY_STEAL`` of a core.
     Sampled at most once a second; False where it cannot be read (it needs Linux's /proc)."""
     now = time.monotonic()
     if now - _load["checked"] < 1.0:
         return _load["busy"]
-    sample = _others_running()
+    keep = math.exp(-(now - _load["checked"]) / 5)  # 0 on the first sample
+    sample, stolen = _others_running(), _stolen_cores()
     if sample is not None:
-        keep = math.exp(-(now - _load["checked"]) / 5)  # 0 on the first sample
         _load["others"] = keep * _load["others"] + (1 - keep) * sample
-    _load["checked"], _load["busy"] = now, sample is not None and _load["others"] >= BUSY_LOAD
-    return _load["busy"]
+    if stolen is not None:
+        _load["stolen"] = keep * _load["stolen"] + (1 - keep) * stolen
+    busy = sample is not None and _load["others"] >= BUSY_LOAD
+    busy = busy or (stolen is not None and _load["stolen"] >= BUSY_STEAL)
+    _load["checked"], _load["busy"] = now, busy
+    return busy
+
+
+def one_thread_for_load():
+    """Whether the setting is ``"adaptive"`` and the machine busy (``machine_busy``): then every product
+    and every split over the cores runs on one thread."""
+    return _state["blas_threads"] == "adaptive" and machine_busy()
+
+
+def _stolen_cores(stat_path="/proc/stat"):
+    """The CPU time the hypervisor gave to others since the last call, in cores (the ``steal`` column of
+    the ``cpu`` line of Linux's /proc/stat over all columns, times the CPUs); None on the first call
+    or without /proc/stat."""
+    try:
+        with open(stat_path) as f:
+            text = f.read()
+        lines = text.splitlines()
+        ticks = [int(v) for v in lines[0].split()[1:]]  # user nice system idle iowait irq softirq steal ...
+        cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+        steal, total = ticks[7], sum(ticks[:8])
+    except (OSError, ValueError, IndexError):
+        return None
+    previous, _load["stat"] = _load["stat"], (steal, total)
+    if previous is None or total <= previous[1]:
+        return None
+    return max(steal - previous[0], 0) / (total - previous[1]) * max(cpus, 1)
 
 
 def _others_running():
@@ -101,7 +137,7 @@ def _cap(flops, largest):
         return 1
     # "auto" decides from the sizes alone, so the numbers never depend on the load; only the opt-in
     # "adaptive" also looks at the machine (1 and 2 BLAS threads may round float32 products differently).
-    return 1 if setting == "adaptive" and machine_busy() else 0
+    return 1 if one_thread_for_load() else 0
 
 
 class threads_for:
@@ -191,8 +227,9 @@ def _executor(workers):
 def in_row_blocks(function, rows, parts=None):
     """``function(lo, hi)`` for ``parts`` blocks of ``range(rows)`` side by side (the caller does the
     first, a pool thread each other; NumPy releases the GIL in its loops over large arrays). For
-    work done row by row, whose results do not depend on the blocks. ``parts``: the cores, at most 4."""
-    parts = min(parts or _cores(), max(rows, 1))
+    work done row by row, whose results do not depend on the blocks. ``parts``: the cores, at most 4
+    (one while ``one_thread_for_load``)."""
+    parts = min(parts or (1 if one_thread_for_load() else _cores()), max(rows, 1))
     bounds = [rows * i // parts for i in range(parts + 1)]
     pool = _executor(parts - 1) if parts > 1 else None
     futures = [pool.submit(function, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]

@@ -87,9 +87,12 @@ def _const_impl(array, value):
 
 
 def _cap():
-    """The threads ``nprnn.accel.set_blas_threads(n)`` allows (``"auto"``/``"adaptive"``: numba's)."""
+    """The threads ``nprnn.accel.set_blas_threads(n)`` allows: ``n``; for ``"auto"`` numba's; for
+    ``"adaptive"`` numba's, or one while the machine is busy (``blas.one_thread_for_load``)."""
     setting = blas.blas_threads()
-    return setting if isinstance(setting, int) else None
+    if isinstance(setting, int):
+        return setting
+    return 1 if blas.one_thread_for_load() else None
 
 
 def recurrent_product(W, N, scale=None):

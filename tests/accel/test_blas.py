@@ -186,7 +186,8 @@ def test_machine_busy_averages_other_processes_runnable_tasks(monkeypatch):
     clock, others = FakeClock(), [0]
     monkeypatch.setattr(blas, "time", clock)
     monkeypatch.setattr(blas, "_others_running", lambda: others[0])
-    monkeypatch.setattr(blas, "_load", {"checked": -np.inf, "busy": False, "others": 0.0})
+    monkeypatch.setattr(blas, "_stolen_cores", lambda: None)  # no VM steal here: runnable tasks only
+    monkeypatch.setattr(blas, "_load", {"checked": -np.inf, "busy": False, "others": 0.0, "stolen": 0.0})
 
     def after(seconds, running):
         clock.now += seconds
@@ -203,6 +204,68 @@ def test_machine_busy_averages_other_processes_runnable_tasks(monkeypatch):
     assert busy
     others[0] = None  # no /proc
     assert not after(1, None)
+
+
+def test_machine_busy_counts_the_cpu_time_the_hypervisor_takes(monkeypatch):
+    """On a VM, CPU time the host gives other guests stalls threads that meet at every step as a busy
+    process does: averaged like the runnable tasks, from BUSY_STEAL of a core."""
+    clock, stolen = FakeClock(), [None]
+    monkeypatch.setattr(blas, "time", clock)
+    monkeypatch.setattr(blas, "_others_running", lambda: 0)
+    monkeypatch.setattr(blas, "_stolen_cores", lambda: stolen[0])
+    monkeypatch.setattr(blas, "_load", {"checked": -np.inf, "busy": False, "others": 0.0, "stolen": 0.0})
+
+    def after(seconds, cores):
+        clock.now += seconds
+        stolen[0] = cores
+        return accel.machine_busy()
+
+    assert not after(0, None)  # the first reading has nothing to compare with
+    assert not after(1, blas.BUSY_STEAL / 2)  # a little steal is normal on a VM
+    assert not after(20, 0.0)
+    for _ in range(10):
+        busy = after(1, 2 * blas.BUSY_STEAL)
+    assert busy
+    assert not after(20, 0.0)  # steal over: two threads again
+
+
+def test_stolen_cores_reads_the_steal_column_of_proc_stat(tmp_path, monkeypatch):
+    monkeypatch.setattr(blas, "_load", dict(blas._load, stat=None))
+    stat = tmp_path / "stat"
+    #                user nice system idle iowait irq softirq steal guest guest_nice
+    lines = "cpu  {} 0 50 {} 0 0 0 {} 7 0\ncpu0 1 2 3\ncpu1 4 5 6\nintr 12345\n"
+    stat.write_text(lines.format(100, 800, 50))
+    assert blas._stolen_cores(stat) is None  # first reading
+    stat.write_text(lines.format(150, 850, 150))  # 200 ticks in all, 100 stolen, on 2 CPUs: one core
+    assert blas._stolen_cores(stat) == pytest.approx(1.0)
+    stat.write_text(lines.format(250, 950, 150))  # 200 more ticks, none stolen
+    assert blas._stolen_cores(stat) == 0.0
+    stat.write_text("not a stat file\n")
+    assert blas._stolen_cores(stat) is None
+    assert blas._stolen_cores(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="steal time needs Linux's /proc/stat")
+def test_stolen_cores_reads_this_machine():
+    blas._stolen_cores()
+    time.sleep(0.05)
+    stolen = blas._stolen_cores()
+    assert stolen is not None and 0.0 <= stolen <= os.cpu_count()
+
+
+@pytest.mark.parametrize("setting", ["auto", "adaptive"])
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_row_blocks_use_one_thread_only_for_adaptive_on_a_busy_machine(monkeypatch, setting, busy):
+    monkeypatch.setattr(blas, "_cores", lambda: 2)
+    busy_machine(monkeypatch, busy)
+    previous = accel.blas_threads()
+    calls = []
+    try:
+        accel.set_blas_threads(setting)
+        accel.in_row_blocks(lambda lo, hi: calls.append((lo, hi)), 10)
+    finally:
+        accel.set_blas_threads(previous)
+    assert sorted(calls) == ([(0, 10)] if setting == "adaptive" and busy else [(0, 5), (5, 10)])
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counting runnable tasks needs Linux's /proc")

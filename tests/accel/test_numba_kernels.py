@@ -282,3 +282,21 @@ def test_kernels_saturated_lstm_gates(backend, dtype):
     backend("numba")
     hs = layer.forward(np.zeros((1, 2, 1), dtype), c0=np.ones((1, H), dtype))
     assert np.all(layer.c == 0) and np.all(hs == 0)  # forget and input gates fully closed
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_adaptive_runs_the_kernels_on_one_thread_while_the_machine_is_busy(monkeypatch, busy):
+    """The opt-in "adaptive" covers numba's threads too (their steps meet at a barrier, which a busy
+    core stalls); "auto" and a fixed cap never look at the load."""
+    from nprnn.accel import blas, packed
+
+    monkeypatch.setattr(packed.numba.config, "NUMBA_NUM_THREADS", 2)
+    monkeypatch.setattr(blas, "machine_busy", lambda: busy)
+    W = np.zeros((256, 1024), dtype=np.float32)
+    previous = accel.blas_threads()
+    try:
+        for setting, expected in [("auto", 2), ("adaptive", 1 if busy else 2), (1, 1), (0, 2)]:
+            accel.set_blas_threads(setting)
+            assert numba_kernels.recurrent_product(W, 64).threads == expected, setting
+    finally:
+        accel.set_blas_threads(previous)
