@@ -1,5 +1,6 @@
 """What every benchmark table records beside its figures: the CPU model, the BLAS library and the kernel
-it runs (threadpoolctl), the load, the commit. ``python benchmarks/machine.py`` prints it."""
+it runs (threadpoolctl), the load, the CPU time a hypervisor took during the run (steal), the commit.
+``python benchmarks/machine.py`` prints it."""
 
 import os
 import platform
@@ -55,6 +56,27 @@ def commit():
         return "unknown"
 
 
+def _steal_and_total():
+    """The ``steal`` ticks and all ticks of Linux's /proc/stat ``cpu`` line, or None elsewhere."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks[7], sum(ticks)
+
+
+_START = _steal_and_total()  # the run's start: benchmarks import this module first
+
+
+def steal():
+    """The share of CPU time the hypervisor gave other guests since this module was imported: on a
+    shared VM it slows threads that meet at every step (docs/performance.md)."""
+    now = _steal_and_total()
+    if _START is None or now is None or now[1] <= _START[1]:
+        return "steal unknown"
+    return f"steal {100 * (now[0] - _START[0]) / (now[1] - _START[1]):.1f}% during the run"
+
+
 def describe():
     """One Markdown line describing the machine and the code a table was measured on."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -63,7 +85,7 @@ def describe():
     )
     return (
         f"*{cpu_model()} ({cpu_features()}, {os.cpu_count()} cores); numpy {np.__version__}, {blas()}"
-        f"{'; ' + overrides if overrides else ''}; load {load}; commit {commit()}*"
+        f"{'; ' + overrides if overrides else ''}; load {load}, {steal()}; commit {commit()}*"
     )
 
 
