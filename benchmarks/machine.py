@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nprnn.accel.blas import steal_ticks  # the /proc/stat reading of the 'adaptive' policy
+
 
 def cpu_model():
     try:
@@ -56,22 +58,13 @@ def commit():
         return "unknown"
 
 
-def _steal_and_total():
-    """The ``steal`` ticks and all ticks of Linux's /proc/stat ``cpu`` line, or None elsewhere."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    except (OSError, ValueError, IndexError):
-        return None
-    return ticks[7], sum(ticks)
-
-
-_START = _steal_and_total()  # the run's start: benchmarks import this module first
+_START = steal_ticks()  # the run's start: benchmarks import this module first
 
 
 def steal():
     """The share of CPU time the hypervisor gave other guests since this module was imported: on a
     shared VM it slows threads that meet at every step (docs/performance.md)."""
-    now = _steal_and_total()
+    now = steal_ticks()
     if _START is None or now is None or now[1] <= _START[1]:
         return "steal unknown"
     return f"steal {100 * (now[0] - _START[0]) / (now[1] - _START[1]):.1f}% during the run"

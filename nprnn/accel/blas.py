@@ -82,19 +82,27 @@ def one_thread_for_load():
     return _state["blas_threads"] == "adaptive" and machine_busy()
 
 
-def _stolen_cores(stat_path="/proc/stat"):
-    """The CPU time the hypervisor gave to others since the last call, in cores (the ``steal`` column of
-    the ``cpu`` line of Linux's /proc/stat over all columns, times the CPUs); None on the first call
-    or without /proc/stat."""
+def steal_ticks(stat_path="/proc/stat"):
+    """``(steal, total, cpus)`` from Linux's /proc/stat: the ``steal`` ticks of its ``cpu`` line, the
+    sum of that line's first eight columns (user ... steal; guest time is inside user), and the
+    number of CPUs; None without a readable /proc/stat."""
     try:
         with open(stat_path) as f:
-            text = f.read()
-        lines = text.splitlines()
-        ticks = [int(v) for v in lines[0].split()[1:]]  # user nice system idle iowait irq softirq steal ...
-        cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
-        steal, total = ticks[7], sum(ticks[:8])
+            lines = f.read().splitlines()
+        ticks = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        steal = ticks[7]
     except (OSError, ValueError, IndexError):
         return None
+    return steal, sum(ticks), sum(1 for line in lines[1:] if line.startswith("cpu"))
+
+
+def _stolen_cores(stat_path="/proc/stat"):
+    """The CPU time the hypervisor gave to others since the last call, in cores (``steal_ticks``: the
+    stolen share of all ticks, times the CPUs); None on the first call or without /proc/stat."""
+    now = steal_ticks(stat_path)
+    if now is None:
+        return None
+    steal, total, cpus = now
     previous, _load["stat"] = _load["stat"], (steal, total)
     if previous is None or total <= previous[1]:
         return None
