@@ -34,9 +34,8 @@ SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this
 SINGLE_THREAD_FLOPS = 2e6
 BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which all products run on one thread
 # "adaptive": CPU time the hypervisor gives other guests ("steal"), in cores, from which all products run
-# on one thread. Threads that meet at every step wait for the one whose core is taken: measured on a
-# 2-core VM, the ch07 PeekySeq2seq iteration took 19 ms on 2 threads and 23-26 on one with 1-2% steal,
-# 32-42 ms on 2 threads and 25 on one with about 10% (0.2 of a core).
+# on one thread: threads that meet at every step wait for the one whose core is taken (measured in
+# docs/performance.md, "adaptive"; a 2-core VM showed about 1% steal idle, 0-6% during benchmarks).
 BUSY_STEAL = 0.1
 _state = {"blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0, "stolen": 0.0, "stat": None}
