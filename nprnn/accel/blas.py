@@ -165,14 +165,18 @@ class threads_for:
         if self.libs:
             with _blas["lock"]:
                 if _blas["depth"] == 0:
+                    if self.cap == 1 and single_threaded():
+                        self.entered = False  # nothing to cap or restore (threadpoolctl's calls cost ~5 us)
+                        return self
                     _blas["saved"] = [lib.get_num_threads() for lib in self.libs]
                     for lib, saved in zip(self.libs, _blas["saved"]):
                         lib.set_num_threads(min(self.cap, saved))
                 _blas["depth"] += 1
+                self.entered = True
         return self
 
     def __exit__(self, *exc):
-        if self.libs:
+        if self.libs and self.entered:
             with _blas["lock"]:
                 _blas["depth"] -= 1
                 if _blas["depth"] == 0:

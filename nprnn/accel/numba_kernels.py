@@ -119,6 +119,10 @@ SPLIT_FLOPS_TRANSPOSED_A = 1e8
 # (128, 896).T @ (896, 512) 84 / 69, (896, 512) @ (512, 16) 78 / 54, (700, 400) @ (400, 100) 99 / 86),
 # and loses from 128 columns ((896, 512) @ (512, 128) 101 / 109, (640, 128) @ (128, 512) 99 / 104).
 NARROW_ON_ONE_THREAD = 128
+# Below this, on one thread, packing B costs more than the packed kernels gain: the forward of the
+# textbook's ch05 output layer, (50, 100) @ (100, 418), took 128-138 us packed and 100-105 us on
+# OpenBLAS inside a training step (Intel Xeon, AVX-512).
+PACK_ON_ONE_THREAD = 1e7
 # A product on its own (not a step of a time loop) wakes numba's threads, which have gone to sleep
 # during the Python between calls: on a 2-core virtual machine the wake-up took longer than the work
 # up to ~10 MFLOP (measured after 3 ms of serial work, 1 / 2 threads: (50, 100) @ (100, 100) 42 / 103
@@ -148,10 +152,22 @@ def matmul(a, b, out=None):
         or (flops >= SPLIT_FLOPS_TRANSPOSED_A and a.strides[1] != a.itemsize)
     )
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
-        return blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads)
-    if threads == 1 and (C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize) and blas.single_threaded():
+        return _checked(blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads), a, b)
+    narrow = C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize
+    if threads == 1 and (narrow or flops < PACK_ON_ONE_THREAD) and blas.single_threaded():
         return np.matmul(a, b, out=out)
-    return packed.matmul(a, b, out, cap=threads)
+    return _checked(packed.matmul(a, b, out, cap=threads), a, b)
+
+
+def _checked(out, a, b):
+    """``out`` of a product NumPy did not compute on this thread (the packed kernels, or the pool threads
+    of ``split_matmul``, which do not see this thread's ``np.errstate``): overflow raises as ``np.matmul``
+    would under ``np.errstate(over="raise")``."""
+    errors = np.geterr()
+    if "raise" in (errors["over"], errors["invalid"]) and not np.isfinite(out).all():
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            raise FloatingPointError("overflow encountered in matmul")
+    return out
 
 
 # ---------------------------------------------------------------- RNN
@@ -492,6 +508,19 @@ def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, 
     ``dh_direct`` (then ``dh_0 * z_0``) is still to be added."""
     _run(_gru_backward, product, dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
+
+
+# ---------------------------------------------------------------- TimeEmbedding's gradient (nprnn.layers.basic)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath: np.add.at's sums, in its order
+def embedding_grad(dW, ids, douts):
+    """``np.add.at(dW, ids, douts)`` for ``dW: (V, D)``, ``ids: (n,)`` in ``[-V, V)``, ``douts: (n, D)``."""
+    V = dW.shape[0]
+    for i in range(ids.shape[0]):
+        row, src = dW[ids[i] % V], douts[i]
+        for j in range(row.shape[0]):
+            row[j] += src[j]
 
 
 # ---------------------------------------------------------------- SGD and momentum (nprnn.optim)

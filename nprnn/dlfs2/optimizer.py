@@ -4,9 +4,11 @@
 
 The book's formulas, operation for operation and in the same dtypes, so an update equals the book's bit
 for bit (the book's Adam multiplies by a NumPy float64 ``lr_t``, so its step is computed in float64 and
-rounded into the float32 parameter; so is this one). Faster than the book's: each update writes into
-per-parameter scratch buffers allocated once (``np.multiply(..., out=...)``) instead of allocating a
-temporary array for every operation. The state lists are created on the first update, as in the book.
+rounded into the float32 parameter; so is this one). Faster than the book's: on the numba backend
+``SGD``, ``Momentum`` and ``Adam`` make one fused pass per parameter (the same operations in the same
+order); otherwise each update writes into per-parameter scratch buffers allocated once
+(``np.multiply(..., out=...)``) instead of allocating a temporary array for every operation. The state
+lists are created on the first update, as in the book.
 
 These are the textbook's variants. ``nprnn.optim`` has the published algorithms (and the same ones with
 ``book=True``), with ``state_dict`` for checkpoints.
@@ -37,6 +39,11 @@ class SGD(_Scratch):
         self.lr = lr
 
     def update(self, params, grads):
+        kernels = accel.kernels()
+        if kernels is not None and all(accel.fusable(p, g) for p, g in zip(params, grads)):
+            for p, g in zip(params, grads):  # one pass, no scratch: the same operations, the same bits
+                kernels.sgd_update(p.reshape(-1), g.reshape(-1), self.lr, 1.0)
+            return
         buf = self._buffers(params)
         for p, g, s in zip(params, grads, buf):
             np.multiply(g, self.lr, out=s)
@@ -54,6 +61,11 @@ class Momentum(_Scratch):
     def update(self, params, grads):
         if self.v is None:
             self.v = [np.zeros_like(p) for p in params]
+        kernels = accel.kernels()
+        if kernels is not None and all(accel.fusable(p, g, v) for p, g, v in zip(params, grads, self.v)):
+            for p, g, v in zip(params, grads, self.v):
+                kernels.momentum_update(p.reshape(-1), g.reshape(-1), v.reshape(-1), self.momentum, self.lr, 1.0)
+            return
         buf = self._buffers(params)
         for p, g, v, s in zip(params, grads, self.v, buf):
             v *= self.momentum

@@ -158,10 +158,10 @@ def _is_transpose_view(a, b):
 
 def _transposed_equal(a, b):
     """``np.all(a.T == b)`` for 2-D ``a``, ``b`` with ``a.T.shape == b.shape``; cheap when they differ."""
+    if a.size and not a[0, 0] == b[0, 0]:  # almost every unrelated pair stops here (NaN too, as in the book)
+        return False
     if _is_transpose_view(a, b):
         return True  # the same numbers by construction (the book's value test differs only if they hold NaN)
-    if a.size and a[0, 0] != b[0, 0]:  # almost every unrelated pair stops here
-        return False
     return bool(numpy.array_equal(a.T, b))
 
 

@@ -279,3 +279,25 @@ def test_others_running_sees_a_busy_process():
     finally:
         burner.kill()
         burner.wait()
+
+
+def test_a_cap_of_one_on_one_thread_leaves_blas_alone(monkeypatch):
+    if not blas.can_cap():
+        pytest.skip("telling BLAS's thread count needs threadpoolctl")
+    import threadpoolctl
+
+    calls = []
+    for lib in blas._blas_libraries():
+        monkeypatch.setattr(lib, "set_num_threads", lambda n, lib=lib: calls.append(n))
+    accel.set_blas_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            with accel.one_thread(), accel.threads_for(1e12):
+                assert blas.single_threaded()
+            assert calls == []  # already one thread: nothing set, nothing restored
+        monkeypatch.setattr(blas, "single_threaded", lambda: False)
+        with accel.threads_for(1e12):
+            assert calls == [1] * len(blas._blas_libraries())
+        assert len(calls) == 2 * len(blas._blas_libraries())  # and restored on the way out
+    finally:
+        accel.set_blas_threads("auto")

@@ -189,18 +189,41 @@ def test_on_one_thread_transposed_and_narrow_products_go_to_blas(rng, monkeypatc
             assert used == ["packed", "packed"]
 
 
-def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng):
+@pytest.mark.parametrize("path", ["numpy", "packed"])
+def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng, monkeypatch, path):
     previous = accel.backend()
     accel.use("numba")
+    used = []
+    real = packed.matmul
+    monkeypatch.setattr(packed, "matmul", lambda *args, **kw: used.append("packed") or real(*args, **kw))
+    shape = (3, 4, 5) if path == "numpy" else (50, 100, 418)
+    if path == "packed":
+        monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads: packed kernels
     try:
-        a, b = np.full((3, 4), 1e30, np.float32), np.full((4, 5), 1e30, np.float32)
+        a, b = np.full(shape[:2], 1e30, np.float32), np.full(shape[1:], 1e30, np.float32)
         with np.errstate(over="raise"):
             with pytest.raises(FloatingPointError, match="overflow"):
                 accel.matmul(a, b)
         with np.errstate(over="ignore"):
             assert np.isinf(accel.matmul(a, b)).all()  # not raising: inf, as NumPy gives
+        assert used == ([] if path == "numpy" else ["packed", "packed"])
     finally:
         accel.use(previous)
+
+
+def test_on_one_thread_a_small_product_goes_to_blas(rng, monkeypatch):
+    if not blas.can_cap():
+        pytest.skip("telling BLAS's thread count needs threadpoolctl")
+    from threadpoolctl import threadpool_limits
+
+    used = []
+    monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: used.append("packed") or a @ b)
+    small = operands(rng, 50, 100, 418, np.float32)  # the textbook's ch05 output layer: 4.2 MFLOP
+    large = operands(rng, 200, 200, 1000, np.float32)  # 80 MFLOP
+    with threadpool_limits(1):
+        assert np.array_equal(numba_kernels.matmul(*small), np.matmul(*small))  # BLAS's own call
+        numba_kernels.matmul(*large)
+    assert used == ["packed"]
 
 
 def test_the_avx2_tile_on_any_x86_64_cpu(tmp_path):

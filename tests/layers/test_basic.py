@@ -11,6 +11,7 @@ from nprnn.layers.basic import (
     TimeEmbedding,
     TimeSoftmaxWithLoss,
     _tame_maxes,
+    embedding_grad,
     stack_affine_params,
 )
 
@@ -483,3 +484,20 @@ def test_dropout_bad_inputs():
     layer.forward(np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"forward input's shape \(2, 3\), got \(3, 2\)"):
         layer.backward(np.ones((3, 2)))
+
+
+def test_embedding_grad_sums_as_add_at(rng, each_backend):
+    V, D = 7, 33
+    ids = np.concatenate([rng.integers(-V, V, 62), np.full(9, 3), np.full(5, -4)])  # -4 is 3 too
+    rng.shuffle(ids)
+    ids = ids.reshape(4, -1)
+    dout = rng.standard_normal((*ids.shape, D)).astype(np.float32)
+    want = np.zeros((V, D), np.float32)
+    np.add.at(want, ids.ravel(), dout.reshape(-1, D))
+    got = np.full((V, D), 5.0, np.float32)  # overwritten, not accumulated into
+    embedding_grad(got, ids, dout)
+    if each_backend == "numba":  # the rows added in order, as np.add.at adds them: the same sums
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.all(got[np.setdiff1d(np.arange(V), ids % V)] == 0)
