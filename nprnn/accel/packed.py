@@ -153,6 +153,10 @@ def _make_block():
 _block = _make_block()
 K_BLOCK = 256  # rows of a panel per pass: 256 x WIDTH is 32 KB, in the L1 cache, whatever the dtype
 M_TILES = 16  # tiles of rows per pass over the panels
+# Panels of at most SHORT_K rows (all of them a few tens of KB) are swept whole by each tile of rows, which
+# so writes its output rows in order: on (3712, 16) @ (16, 1024), the input projection of the textbook's
+# ch08 encoder, 46-71 GFLOP/s against 17-26 for the pass per panel below (one thread, Intel Xeon).
+SHORT_K = 64
 
 
 def tile_rows(M):
@@ -174,6 +178,15 @@ def _product(a, a_tiles, panels, C, out, rows, p_first, p_last, r_first, r_last)
     address = a.ctypes.data
     tile, sk, sr = a_tiles
     ldo = out.strides[0] // size
+    if K <= SHORT_K:  # all panels stay in cache: each tile of rows sweeps them, writing its rows in order
+        for r0 in range(r_first, r_last, rows):
+            for p in range(p_first, p_last):
+                _block(
+                    min(rows, r_last - r0), a, address + r0 // rows * tile, sr // size, sk // size,
+                    panels.ctypes.data + p * K * width * size, K, out.ctypes.data + (r0 * ldo + p * width) * size,
+                    ldo, min(width, C - p * width), False,
+                )  # fmt: skip
+        return
     chunk = rows * M_TILES
     for c0 in range(r_first, r_last, chunk):  # K_BLOCK columns of a chunk of rows stay in the L2 cache
         c1 = min(r_last, c0 + chunk)

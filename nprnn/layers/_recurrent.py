@@ -85,7 +85,8 @@ class TimeRecurrent(Weights):
 
     A forward is ``_begin_forward``, the input projection and the time loop under
     ``_blas_threads``, then ``_end_forward``; a backward is ``_begin_backward``, the backward loop,
-    then ``_recurrent_gradient`` and ``_input_gradients``.
+    then ``_shared_gradients`` (or, where the two projections' gradients differ, as in the GRU,
+    ``_recurrent_gradient`` and ``_input_gradients``).
     """
 
     def __init__(self, Wx, Wh, b, stateful=False, **extra):
@@ -149,6 +150,24 @@ class TimeRecurrent(Weights):
         for what, g in zip(finals, given):
             check_input(self._name, g, (N, self.H), self.dtype, what)
         return given
+
+    def _shared_gradients(self, xs_tm, hs_all, dA):
+        """``dWx``, ``dWh``, ``db`` and ``dxs: (N, T, D)`` when the input and the recurrent projections of
+        every step share the pre-activation gradient ``dA: (T, N, G H)`` (RNN, LSTM): the three weight
+        gradients are one product, ``[xs, h_prev, 1].T @ dA``, that reads ``dA`` once (separately, the
+        products with a narrow ``xs`` and the sum for ``db`` each cost a pass over ``dA``, memory-bound)."""
+        T, N, width = dA.shape
+        D, H = self.D, self.H
+        dA2 = dA.reshape(T * N, width)
+        inputs = np.empty((T * N, D + H + 1), dtype=self.dtype)  # [xs, h_prev, 1] at every step
+        inputs[:, :D] = xs_tm
+        inputs[:, D : D + H] = hs_all[:-1].reshape(T * N, H)
+        inputs[:, D + H] = 1
+        stacked = accel.matmul(inputs.T, dA2)
+        self.grads[0][...] = stacked[:D]
+        self.grads[1][...] = stacked[D : D + H]
+        self.grads[2][...] = stacked[D + H]
+        return accel.matmul(dA2, self.params[0].T).reshape(T, N, D).transpose(1, 0, 2).copy()
 
     def _recurrent_gradient(self, hs_all, dA):
         """``dWh`` from ``dA: (T, N, G H)``, the gradient of every step's ``h_prev @ Wh``: one product."""

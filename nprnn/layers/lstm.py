@@ -173,8 +173,7 @@ class TimeLSTM(TimeRecurrent):
                 dA, dh, dc = self._backward_loop_kernels(dhs, dh_final, dc_final, steps)
             else:
                 dA, dh, dc = self._backward_loop(dhs, dh_final, dc_final, dead)
-            self._recurrent_gradient(hs_all, dA)
-            dxs = self._input_gradients(xs2, dA)
+            dxs = self._shared_gradients(xs2, hs_all, dA)
         self.dh, self.dc = dh, dc
         self.dstep_bias = dA.sum(axis=0) if has_step_bias else None
         return dxs

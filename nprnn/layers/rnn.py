@@ -106,8 +106,7 @@ class TimeRNN(TimeRecurrent):
                 dA, dh = self._backward_loop_kernels(dhs, dh_final, hs_all, steps)
             else:
                 dA, dh = self._backward_loop(dhs, dh_final, hs_all, dead)
-            self._recurrent_gradient(hs_all, dA)
-            dxs = self._input_gradients(xs_tm, dA)
+            dxs = self._shared_gradients(xs_tm, hs_all, dA)
         self.dh = dh
         return dxs
 
