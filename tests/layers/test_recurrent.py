@@ -104,3 +104,24 @@ def test_sigmoid_is_the_logistic_function_and_never_overflows():
         warnings.simplefilter("error")  # an overflow in exp would warn
         big = sigmoid(np.array([-1e4, 1e4], np.float32))
     np.testing.assert_array_equal(big, [0, 1])
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_weight_gradients_in_one_product_or_apart_agree(kind, monkeypatch):
+    """_shared_gradients: one product for narrow inputs, the products apart for wide ones; both give
+    the float64 gradients of the other to rounding, and the ones the layer reports."""
+    from nprnn.layers import _recurrent
+
+    cls, init = {"rnn": (TimeRNN, init_rnn_params), "lstm": (TimeLSTM, init_lstm_params)}[kind]
+    rng = np.random.default_rng(3)
+    xs, dhs = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 6))
+    results = []
+    for narrow in (0, 64):  # D = 5: apart, then in one product
+        monkeypatch.setattr(_recurrent, "NARROW_INPUT", narrow)
+        layer = cls(*init(5, 6, seed=1, dtype=np.float64))
+        layer.forward(xs)
+        dxs = layer.backward(dhs)
+        results.append([dxs, *(g.copy() for g in layer.grads)])
+    for apart, fused in zip(*results):
+        assert np.abs(apart).max() > 0
+        np.testing.assert_allclose(fused, apart, rtol=1e-12, atol=1e-12)
