@@ -266,7 +266,37 @@ def _pack_panels(W, scale, panels):
                 panels[p, k, j] = W[k, c] * scale[c] if c < C else 0
 
 
+PACK_ROWS = 32  # rows of W per block of _pack_row_blocks
+
+
+def _pack_row_blocks(W, scale, panels):
+    """The same for a ``W`` whose rows are contiguous, a block of ``PACK_ROWS`` rows at a time: the pass per
+    panel above reads one short piece of every row, a page apart for wide W (a TLB miss each); here a
+    block's rows are read in order and written to every panel (measured, one thread: (650, 2600) 3.9-5.4
+    -> 1.3-2.3 ms)."""
+    K, C = W.shape
+    P, _, width = panels.shape
+    full = C // width  # panels with all their columns; the last may be partial
+    for block in numba.prange(-(-K // PACK_ROWS)):
+        k0 = block * PACK_ROWS
+        k1 = min(K, k0 + PACK_ROWS)
+        for p in range(full):
+            c0 = p * width
+            s = scale[c0 : c0 + width]
+            for k in range(k0, k1):
+                out, row = panels[p, k], W[k, c0 : c0 + width]
+                for j in range(width):
+                    out[j] = row[j] * s[j]
+        if full < P:
+            c0 = full * width
+            for k in range(k0, k1):
+                out = panels[full, k]
+                for j in range(width):
+                    out[j] = W[k, c0 + j] * scale[c0 + j] if c0 + j < C else 0
+
+
 _pack, _pack_threads = _serial_and_parallel(_pack_panels)
+_pack_contiguous, _pack_contiguous_threads = _serial_and_parallel(_pack_row_blocks)
 PARALLEL_PACK = 1 << 18  # elements: smaller matrices are packed on one thread
 _scratch = threading.local()
 
@@ -296,7 +326,11 @@ def pack(W, scale=None, role=None):
     width = WIDTH[W.dtype]
     shape = (-(-C // width), K, width)
     panels = np.empty(shape, dtype=W.dtype) if role is None else scratch(role, shape, W.dtype)
-    (_pack_threads if K * C >= PARALLEL_PACK else _pack)(W, np.ones(C, W.dtype) if scale is None else scale, panels)
+    if W.strides[1] == W.itemsize:
+        kernel = _pack_contiguous_threads if K * C >= PARALLEL_PACK else _pack_contiguous
+    else:
+        kernel = _pack_threads if K * C >= PARALLEL_PACK else _pack
+    kernel(W, np.ones(C, W.dtype) if scale is None else scale, panels)
     return panels
 
 

@@ -66,15 +66,26 @@ def test_threads_and_splits_give_the_same_bits(rng, dtype, M, K, C):
     assert_close(one, a, b)
 
 
-def test_pack_pads_with_zeros_and_scales_columns(rng):
-    W = rng.standard_normal((5, 40))
-    scale = rng.standard_normal(40)
-    panels = packed.pack(W, scale)
+@pytest.mark.parametrize("K, C", [(5, 40), (packed.PACK_ROWS + 3, 64), (2 * packed.PACK_ROWS, 33)])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_pads_with_zeros_and_scales_columns(rng, K, C, transposed, dtype):
+    """Both packing kernels (W with contiguous rows, blocks of PACK_ROWS rows; any other strides, a pass
+    per panel), serial and parallel, give the panels exactly."""
+    W = rng.standard_normal((C, K)).T if transposed else rng.standard_normal((K, C))
+    W, scale = W.astype(dtype), rng.standard_normal(C).astype(dtype)
     width = packed.WIDTH[W.dtype]
-    assert panels.shape == (-(-40 // width), 5, width)
-    flat = panels.transpose(1, 0, 2).reshape(5, -1)
-    np.testing.assert_array_equal(flat[:, :40], W * scale)
-    assert not flat[:, 40:].any()
+    if transposed:
+        kernels = (packed._pack, packed._pack_threads)
+    else:
+        kernels = (packed._pack_contiguous, packed._pack_contiguous_threads)
+    for kernel in kernels:
+        panels = np.full((-(-C // width), K, width), np.nan, dtype)
+        kernel(W, scale, panels)
+        flat = panels.transpose(1, 0, 2).reshape(K, -1)
+        np.testing.assert_array_equal(flat[:, :C], W * scale)
+        assert not flat[:, C:].any()
+    assert np.array_equal(packed.pack(W, scale), panels)
 
 
 def test_product_of_a_time_loop_writes_only_its_columns(rng):
