@@ -139,7 +139,6 @@ class TimeLSTM(TimeRecurrent):
         self.h = self.c = None
 
     def forward(self, xs, h0=None, c0=None, *, lengths=None, step_bias=None):
-        Wx, Wh, b = self.params
         N, T, xs2, dead, steps = self._begin_forward(xs, lengths)
         if step_bias is not None:
             check_input("TimeLSTM", step_bias, (N, 4 * self.H), self.dtype, "step_bias")
@@ -178,8 +177,9 @@ class TimeLSTM(TimeRecurrent):
 
     def _input_projection(self, xs2):
         """``(xs2 @ Wx + b) * half`` for all steps, ``xs2: (T N, D)``. With the kernels, one product of
-        ``[xs2, 1]`` and ``[Wx; b] * half``: the bias is the last term of each output's FMA chain, the
-        same rounding as adding it after, without a pass over the (T N, 4H) output."""
+        ``[xs2, 1]`` and ``[Wx; b] * half``, without a pass over the (T N, 4H) output. On the packed
+        kernels the bias is the last term of each output's FMA chain, the same rounding as adding it
+        after; a product small enough for OpenBLAS sums in OpenBLAS's order."""
         Wx, _, b = self.params
         half = self._half
         if accel.kernels() is None:
