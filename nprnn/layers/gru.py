@@ -110,7 +110,6 @@ class TimeGRU(TimeRecurrent):
         super().__init__(Wx, Wh, b, stateful=stateful, bhn=bhn)
 
     def forward(self, xs, h0=None, *, lengths=None):
-        Wx, Wh, b, bhn = self.params
         N, T, xs2, dead, steps = self._begin_forward(xs, lengths)
         H = self.H
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
@@ -118,9 +117,7 @@ class TimeGRU(TimeRecurrent):
         hns = np.empty((T, N, H), dtype=self.dtype)  # h_prev @ Wh_n + bhn, needed by backward
         with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's r, z, n in place.
-            gates = accel.matmul(xs2, Wx)
-            gates += b
-            gates = gates.reshape(T, N, 3 * H)
+            gates = self._input_projection(xs2).reshape(T, N, 3 * H)
             self._forward_loop(gates, hs_all, hns, steps, dead)
         return self._end_forward(hs_all, dead, (xs2, hs_all, gates, hns, steps, dead))
 

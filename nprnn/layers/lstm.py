@@ -152,7 +152,7 @@ class TimeLSTM(TimeRecurrent):
         tanh_cs = np.empty((T, N, H), dtype=self.dtype)
         with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
-            gates = self._input_projection(xs2).reshape(T, N, 4 * H)
+            gates = self._input_projection(xs2, half).reshape(T, N, 4 * H)
             if step_bias is not None:
                 gates += step_bias * half
             self._forward_loop(gates, hs_all, cs_all, tanh_cs, steps, dead)
@@ -174,22 +174,6 @@ class TimeLSTM(TimeRecurrent):
         self.dh, self.dc = dh, dc
         self.dstep_bias = dA.sum(axis=0) if has_step_bias else None
         return dxs
-
-    def _input_projection(self, xs2):
-        """``(xs2 @ Wx + b) * half`` for all steps, ``xs2: (T N, D)``. With the kernels, one product of
-        ``[xs2, 1]`` and ``[Wx; b] * half``, without a pass over the (T N, 4H) output. On the packed
-        kernels the bias is the last term of each output's FMA chain, the same rounding as adding it
-        after; a product small enough for OpenBLAS sums in OpenBLAS's order."""
-        Wx, _, b = self.params
-        half = self._half
-        if accel.kernels() is None:
-            gates = accel.matmul(xs2, Wx * half)
-            gates += b * half
-            return gates
-        inputs = np.empty((xs2.shape[0], self.D + 1), dtype=self.dtype)
-        inputs[:, : self.D] = xs2
-        inputs[:, self.D] = 1
-        return accel.matmul(inputs, np.vstack([Wx, b]) * half)
 
     def _forward_loop(self, gates, hs_all, cs_all, tanh_cs, steps, dead):
         """The time loop of forward: ``gates[t]`` holds step t's (f, i, o-halved) input projection on

@@ -84,7 +84,6 @@ class TimeRNN(TimeRecurrent):
         super().__init__(Wx, Wh, b, stateful=stateful)
 
     def forward(self, xs, h0=None, *, lengths=None):
-        Wx, Wh, b = self.params
         N, T, xs_tm, dead, steps = self._begin_forward(xs, lengths)
         H = self.H
         # The input projections of all steps go straight into hs_all[1:] in one multiply; each step then
@@ -92,8 +91,7 @@ class TimeRNN(TimeRecurrent):
         hs_all = np.empty((T + 1, N, H), dtype=self.dtype)
         hs_all[0] = self._initial_state(N, h0, self.h, "h0")
         with self._blas_threads(N, T):
-            accel.matmul(xs_tm, Wx, out=hs_all[1:].reshape(T * N, H))
-            hs_all[1:] += b
+            self._input_projection(xs_tm, out=hs_all[1:].reshape(T * N, H))
             self._forward_loop(hs_all, steps, dead)
         return self._end_forward(hs_all, dead, (xs_tm, hs_all, steps, dead))
 

@@ -303,15 +303,3 @@ def test_cell_bad_input():
     cell.forward(f32(2, 3), f32(2, 4), f32(2, 4))
     with pytest.raises(ValueError, match=r"dc_next must have shape \(2, 4\), got \(2, 5\)"):
         cell.backward(f32(2, 4), f32(2, 5))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_input_projection_includes_the_halved_bias(rng, dtype):
-    """On both backends (the kernels fold b into the product as a ones column): (xs @ Wx + b) * half."""
-    Wx, Wh, b = (p.astype(dtype) for p in make_params(rng, 5, 7))
-    b[...] = rng.standard_normal(b.shape)
-    layer = TimeLSTM(Wx, Wh, b)
-    xs2 = rng.standard_normal((30, 5)).astype(dtype)
-    expected = (xs2.astype(np.float64) @ Wx + b) * layer._half
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(layer._input_projection(xs2), expected, rtol=tol, atol=tol)
