@@ -22,19 +22,13 @@ import time
 from contextlib import nullcontext
 
 import numpy as np
+from bench_lm import CONFIGS as LMS  # name: (cell, embed, hidden, layers, batch, bptt)
+from bench_lm import V
+from bench_rnn import GATES, GRID, PEAK_FLOPS, peak_runner
 from machine import describe  # benchmarks/machine.py: CPU, BLAS kernel, load, commit
 from timing import TorchProcess  # benchmarks/timing.py
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-LAYERS = [(cell, N, 35, H, H) for cell in ("rnn", "lstm", "gru") for N, H in ((20, 650), (64, 650), (20, 1500))]
-LMS = {  # as benchmarks/bench_lm.py: name: (cell, embed, hidden, layers, batch, bptt)
-    "rnnlm (LSTM 100)": ("lstm", 100, 100, 1, 20, 35),
-    "zaremba-small (2x200)": ("lstm", 200, 200, 2, 20, 20),
-    "zaremba-medium (2x650)": ("lstm", 650, 650, 2, 20, 35),
-    "gru 2x200": ("gru", 200, 200, 2, 20, 20),
-}
-V = 10000  # bench_lm's vocabulary
-PEAK_N = 2048
+LAYERS = [(cell, N, T, D, H) for cell in GATES for N, T, D, H in GRID if H >= 650]
 
 
 def layer_products(cell, N, T, D, H):
@@ -99,20 +93,21 @@ def torch_product(M, K, C, transposed_a, step, rng):
     """``torch.mm`` of the shape, for TorchProcess (which times each run)."""
     import torch
 
-    a, b = (torch.from_numpy(np.ascontiguousarray(x)) for x in operands(M, K, C, False, rng))
-    if transposed_a:
-        a = torch.from_numpy(rng.standard_normal((K, M), dtype=np.float32)).t()
+    a, b = (torch.from_numpy(x) for x in operands(M, K, C, transposed_a, rng))  # a transposed view stays one
     out = torch.empty((M, C))
     return lambda: torch.mm(a, b, out=out)
 
 
 def best_time(run, block, settle):
-    """The fastest of a block of back-to-back runs (about ``block`` seconds) after ``settle`` idle."""
+    """The fastest of a block of back-to-back runs (about ``block`` seconds) after ``settle`` idle; a
+    run may return its own timing (else it is timed here)."""
     time.sleep(settle)
     run()
     times, start = [], time.perf_counter()
     while time.perf_counter() - start < block or len(times) < 3:
-        times.append(run())
+        t0 = time.perf_counter()
+        own = run()
+        times.append(time.perf_counter() - t0 if own is None else own)
     return min(times)
 
 
@@ -130,14 +125,7 @@ def main(argv=None):
     shapes = sorted({p[1:6] for products in configs.values() for p in products})
 
     torches = {f"torch {n}t": TorchProcess(n, "bench_limits:torch_product") for n in (1, 2)}
-    a = rng.standard_normal((PEAK_N, PEAK_N), dtype=np.float32)
-    peak_out = np.empty_like(a)
-
-    def peak_run():
-        t0 = time.perf_counter()
-        np.matmul(a, a, out=peak_out)
-        return time.perf_counter() - t0
-
+    peak_run = peak_runner()  # bench_rnn's yardstick, a 2048^3 product on BLAS's own threads
     best = {shape: {} for shape in shapes}  # shape -> implementation -> best seconds
     peak = np.inf
     for _ in range(rounds):
@@ -149,7 +137,7 @@ def main(argv=None):
                 best[shape][name] = min(best[shape].get(name, np.inf), best_time(run, block, settle))
     for proc in torches.values():
         proc.close()
-    peak_gflops = 2 * PEAK_N**3 / peak / 1e9
+    peak_gflops = PEAK_FLOPS / peak / 1e9
 
     print(describe())
     print(f"float32 peak (2048^3 on BLAS's threads, best of {rounds} rounds): {peak_gflops:.1f} GFLOP/s\n")
