@@ -178,14 +178,14 @@ def _checked(out, a, b):
 
 
 @numba.njit(**_JIT)
-def rnn_forward_step(h, rec, h_prev, t, lengths, first, last):
-    """``h = tanh(h + rec)`` in place (``h`` holds ``x_t @ Wx + b`` on entry, ``rec = h_prev @ Wh``)."""
+def rnn_forward_step(h, rec, b, h_prev, t, lengths, first, last):
+    """``h = tanh(h + b + rec)`` in place (``h`` holds ``x_t @ Wx`` on entry, ``rec = h_prev @ Wh``)."""
     H = h.shape[1]
     for n in range(first, last):
         hn, rn = h[n], rec[n]
         if t < lengths[n]:
             for j in range(H):
-                hn[j] = _tanh(hn[j] + rn[j])
+                hn[j] = _tanh(hn[j] + b[j] + rn[j])
         else:
             hn[:] = h_prev[n]
 
@@ -209,24 +209,27 @@ def rnn_backward_step(da, dhs, dh_rec, dh_final, h, t, lengths, first, last):
 
 
 @numba.njit(**_JIT)
-def lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last):
-    """One LSTM step. ``a: (N, 4H)`` holds ``x_t @ Wx + b`` on entry and the gates f, g, i, o on exit;
-    as in the NumPy path, the f, i, o columns of ``a`` and ``rec`` are pre-halved, so that
-    ``sigmoid(2u) = 0.5 * tanh(u) + 0.5``."""
+def lstm_forward_step(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last):
+    """One LSTM step. ``a: (N, 4H)`` holds ``x_t @ Wx`` on entry and the gates f, g, i, o on exit;
+    ``bias: (1 or N, 4H)`` is ``b`` (plus a row's ``step_bias``). The f, i, o columns of ``rec`` are
+    pre-halved (Wh was packed so), and those of ``a + bias`` are halved here (exact, a power of two),
+    so that ``sigmoid(2u) = 0.5 * tanh(u) + 0.5``."""
     H = h.shape[1]
     half = _const(a, 0.5)
+    per_row = bias.shape[0] > 1
     for n in range(first, last):
-        an, rn = a[n], rec[n]
+        an, rn, bn = a[n], rec[n], bias[n if per_row else 0]
         f, g, i, o = an[:H], an[H : 2 * H], an[2 * H : 3 * H], an[3 * H :]
         rf, rg, ri, ro = rn[:H], rn[H : 2 * H], rn[2 * H : 3 * H], rn[3 * H :]
+        bf, bg, bi, bo = bn[:H], bn[H : 2 * H], bn[2 * H : 3 * H], bn[3 * H :]
         for j in range(H):
-            f[j] = half * _tanh(f[j] + rf[j]) + half
+            f[j] = half * _tanh(half * (f[j] + bf[j]) + rf[j]) + half
         for j in range(H):
-            g[j] = _tanh(g[j] + rg[j])
+            g[j] = _tanh(g[j] + bg[j] + rg[j])
         for j in range(H):
-            i[j] = half * _tanh(i[j] + ri[j]) + half
+            i[j] = half * _tanh(half * (i[j] + bi[j]) + ri[j]) + half
         for j in range(H):
-            o[j] = half * _tanh(o[j] + ro[j]) + half
+            o[j] = half * _tanh(half * (o[j] + bo[j]) + ro[j]) + half
         cn, tcn, hn = c[n], tanh_c[n], h[n]
         if t < lengths[n]:
             cp = c_prev[n]
@@ -277,23 +280,24 @@ def lstm_backward_step(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, leng
 
 
 @numba.njit(**_JIT)
-def gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths, first, last):
-    """One GRU step. ``a: (N, 3H)`` holds ``x_t @ Wx + b`` on entry and r, z, n on exit;
+def gru_forward_step(a, rec, b, bhn, h_prev, h, hn, t, lengths, first, last):
+    """One GRU step. ``a: (N, 3H)`` holds ``x_t @ Wx`` on entry and r, z, n on exit;
     ``rec = h_prev @ Wh``; ``hn`` receives ``h_prev @ Wh_n + bhn`` (backward needs it)."""
     H = h.shape[1]
     half = _const(a, 0.5)
+    br, bz, bn = b[:H], b[H : 2 * H], b[2 * H :]
     for n in range(first, last):
         an, rn, hnn, hp, hrow = a[n], rec[n], hn[n], h_prev[n], h[n]
         r, z, cand = an[:H], an[H : 2 * H], an[2 * H :]
         rr, rz, rcand = rn[:H], rn[H : 2 * H], rn[2 * H :]
         for j in range(H):
-            r[j] = half * _tanh(half * (r[j] + rr[j])) + half
+            r[j] = half * _tanh(half * (r[j] + br[j] + rr[j])) + half
         for j in range(H):
-            z[j] = half * _tanh(half * (z[j] + rz[j])) + half
+            z[j] = half * _tanh(half * (z[j] + bz[j] + rz[j])) + half
         for j in range(H):
             hnn[j] = rcand[j] + bhn[j]
         for j in range(H):  # rec's n block is free now: scratch that does not alias a
-            rcand[j] = cand[j] + r[j] * hnn[j]
+            rcand[j] = cand[j] + bn[j] + r[j] * hnn[j]
         for j in range(H):
             cand[j] = _tanh(rcand[j])
         if t < lengths[n]:
@@ -347,10 +351,10 @@ PARALLEL_ROWS = 4096
 
 
 @numba.njit(parallel=True, **_JIT)
-def _rnn_forward_rows(h, rec, h_prev, t, lengths, threads):
+def _rnn_forward_rows(h, rec, b, h_prev, t, lengths, threads):
     for part in numba.prange(threads):
         N = h.shape[0]
-        rnn_forward_step(h, rec, h_prev, t, lengths, N * part // threads, N * (part + 1) // threads)
+        rnn_forward_step(h, rec, b, h_prev, t, lengths, N * part // threads, N * (part + 1) // threads)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -361,11 +365,11 @@ def _rnn_backward_rows(da, dhs, dh_rec, dh_final, h, t, lengths, threads):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _lstm_forward_rows(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, threads):
+def _lstm_forward_rows(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, lengths, threads):
     for part in numba.prange(threads):
         N = h.shape[0]
         first, last = N * part // threads, N * (part + 1) // threads
-        lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last)
+        lstm_forward_step(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, lengths, first, last)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -377,10 +381,10 @@ def _lstm_backward_rows(da, dc, dhs, dh_rec, dh_final, a, c_prev, tanh_c, t, len
 
 
 @numba.njit(parallel=True, **_JIT)
-def _gru_forward_rows(a, rec, bhn, h_prev, h, hn, t, lengths, threads):
+def _gru_forward_rows(a, rec, b, bhn, h_prev, h, hn, t, lengths, threads):
     for part in numba.prange(threads):
         N = h.shape[0]
-        gru_forward_step(a, rec, bhn, h_prev, h, hn, t, lengths, N * part // threads, N * (part + 1) // threads)
+        gru_forward_step(a, rec, b, bhn, h_prev, h, hn, t, lengths, N * part // threads, N * (part + 1) // threads)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -397,13 +401,13 @@ def _gru_backward_rows(da, dn_x, dh_direct, dhs, dh_rec, dh_final, a, hn, h_prev
 
 
 @numba.njit(**_JIT)
-def _rnn_forward(hs_all, steps, panels, C, rec, rows, threads, by_rows):
+def _rnn_forward(hs_all, b, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(hs_all.shape[0] - 1):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
         if by_rows:
-            _rnn_forward_rows(hs_all[t + 1], rec, hs_all[t], t, steps, threads)
+            _rnn_forward_rows(hs_all[t + 1], rec, b, hs_all[t], t, steps, threads)
         else:
-            rnn_forward_step(hs_all[t + 1], rec, hs_all[t], t, steps, 0, steps.shape[0])
+            rnn_forward_step(hs_all[t + 1], rec, b, hs_all[t], t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
@@ -417,14 +421,14 @@ def _rnn_backward(dA, dhs, dh_final, hs_all, steps, panels, C, dh, rows, threads
 
 
 @numba.njit(**_JIT)
-def _lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads, by_rows):
+def _lstm_forward(gates, bias, hs_all, cs_all, tanh_cs, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
         a, h_prev, c_prev, h, c, tanh_c = gates[t], hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t]
         if by_rows:
-            _lstm_forward_rows(a, rec, h_prev, c_prev, h, c, tanh_c, t, steps, threads)
+            _lstm_forward_rows(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, steps, threads)
         else:
-            lstm_forward_step(a, rec, h_prev, c_prev, h, c, tanh_c, t, steps, 0, steps.shape[0])
+            lstm_forward_step(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
@@ -440,13 +444,13 @@ def _lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels,
 
 
 @numba.njit(**_JIT)
-def _gru_forward(gates, bhn, hs_all, hns, steps, panels, C, rec, rows, threads, by_rows):
+def _gru_forward(gates, b, bhn, hs_all, hns, steps, panels, C, rec, rows, threads, by_rows):
     for t in range(gates.shape[0]):
         packed.step_product(hs_all[t], panels, C, rec, rows, threads)
         if by_rows:
-            _gru_forward_rows(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, threads)
+            _gru_forward_rows(gates[t], rec, b, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, threads)
         else:
-            gru_forward_step(gates[t], rec, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, 0, steps.shape[0])
+            gru_forward_step(gates[t], rec, b, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, 0, steps.shape[0])
 
 
 @numba.njit(**_JIT)
@@ -475,9 +479,9 @@ def _initial_state_gradient(product, dh_final, T):
     return product.out.copy() if T else dh_final.copy()
 
 
-def rnn_forward(hs_all, steps, product):
-    """``hs_all[t + 1]`` holds step t's input projection on entry and ``h_t`` on exit."""
-    _run(_rnn_forward, product, hs_all, steps)
+def rnn_forward(hs_all, b, steps, product):
+    """``hs_all[t + 1]`` holds step t's input projection ``x_t @ Wx`` on entry and ``h_t`` on exit."""
+    _run(_rnn_forward, product, hs_all, b, steps)
 
 
 def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
@@ -486,9 +490,10 @@ def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
-def lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product):
-    """``gates[t]`` holds step t's (f, i, o-halved) input projection on entry and its gates on exit."""
-    _run(_lstm_forward, product, gates, hs_all, cs_all, tanh_cs, steps)
+def lstm_forward(gates, bias, hs_all, cs_all, tanh_cs, steps, product):
+    """``gates[t]`` holds step t's input projection ``x_t @ Wx`` on entry and its gates on exit;
+    ``bias: (1 or N, 4H)``; ``product`` of Wh with its f, i, o columns halved."""
+    _run(_lstm_forward, product, gates, bias, hs_all, cs_all, tanh_cs, steps)
 
 
 def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
@@ -498,9 +503,9 @@ def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
-def gru_forward(gates, bhn, hs_all, hns, steps, product):
-    """``gates[t]`` holds step t's input projection on entry and r, z, n on exit."""
-    _run(_gru_forward, product, gates, bhn, hs_all, hns, steps)
+def gru_forward(gates, b, bhn, hs_all, hns, steps, product):
+    """``gates[t]`` holds step t's input projection ``x_t @ Wx`` on entry and r, z, n on exit."""
+    _run(_gru_forward, product, gates, b, bhn, hs_all, hns, steps)
 
 
 def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):

@@ -134,29 +134,16 @@ class TimeRecurrent(Weights):
         return N, T, xs.transpose(1, 0, 2).reshape(T * N, D), dead, steps
 
     def _input_projection(self, xs_tm, scale=None, out=None):
-        """``(xs_tm @ Wx + b) * scale`` for all steps: ``xs_tm: (T N, D)``, ``scale: (G H,)`` or None
-        for 1, into ``out: (T N, G H)`` if given. With the kernels the bias rides in the product,
-        ``[xs_tm, 1] @ [Wx; b] * scale``, when copying ``xs_tm`` (and, unscaled, ``Wx``) into those
-        costs less than a pass over the output. On the packed kernels ``b`` is then the last term of
-        each output's FMA chain, the same rounding as adding it after; a product small enough for
-        OpenBLAS sums in OpenBLAS's order."""
+        """Every step's input projection, ``xs_tm: (T N, D)`` -> ``(T N, G H)``, into ``out`` if given. With
+        the kernels it is ``xs_tm @ Wx`` alone: the step kernels add the bias (and scale) as they read
+        it, which costs no pass of its own over the output. On NumPy it is ``(xs_tm @ Wx + b) * scale``
+        (``scale: (G H,)``, None for 1)."""
         Wx, b = self.params[0], self.params[2]
-        rows, (D, width) = xs_tm.shape[0], Wx.shape
-        copied = rows * D + (D * width if scale is None else 0)
-        if accel.kernels() is None or copied >= rows * width:
-            out = accel.matmul(xs_tm, Wx if scale is None else Wx * scale, out=out)
-            out += b if scale is None else b * scale
-            return out
-        inputs = np.empty((rows, D + 1), dtype=self.dtype)
-        inputs[:, :D] = xs_tm
-        inputs[:, D] = 1
-        weights = np.empty((D + 1, width), dtype=self.dtype)
-        if scale is None:
-            weights[:D], weights[D] = Wx, b
-        else:
-            np.multiply(Wx, scale, out=weights[:D])
-            np.multiply(b, scale, out=weights[D])
-        return accel.matmul(inputs, weights, out=out)
+        if accel.kernels() is not None:
+            return accel.matmul(xs_tm, Wx, out=out)
+        out = accel.matmul(xs_tm, Wx if scale is None else Wx * scale, out=out)
+        out += b if scale is None else b * scale
+        return out
 
     def _blas_threads(self, N, T):
         return accel.threads_for_time_layer(N, T, self.D, self.H, len(self.BLOCKS))

@@ -139,13 +139,13 @@ class TimeGRU(TimeRecurrent):
         return dxs
 
     def _forward_loop(self, gates, hs_all, hns, steps, dead):
-        """The time loop of forward: ``gates[t]`` holds step t's input projection on entry and r, z, n
-        on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``."""
+        """The time loop of forward: ``gates[t]`` holds step t's input projection (``_input_projection``)
+        on entry and r, z, n on exit; ``hns[t]`` receives ``h_prev @ Wh_n + bhn``."""
         T, N, H3 = gates.shape
         H, Wh, bhn = self.H, self.params[1], self.params[3]
         kernels = accel.kernels()
         if kernels is not None:  # the packed product, then all of the step's elementwise work in one call
-            kernels.gru_forward(gates, bhn, hs_all, hns, steps, kernels.recurrent_product(Wh, N))
+            kernels.gru_forward(gates, self.params[2], bhn, hs_all, hns, steps, kernels.recurrent_product(Wh, N))
             return
         rec = np.empty((N, H3), dtype=self.dtype)
         scratch = np.empty((N, H), dtype=self.dtype)

@@ -153,9 +153,7 @@ class TimeLSTM(TimeRecurrent):
         with self._blas_threads(N, T):
             # All input projections at once; gates[t] then becomes step t's gate activations in place.
             gates = self._input_projection(xs2, half).reshape(T, N, 4 * H)
-            if step_bias is not None:
-                gates += step_bias * half
-            self._forward_loop(gates, hs_all, cs_all, tanh_cs, steps, dead)
+            self._forward_loop(gates, step_bias, hs_all, cs_all, tanh_cs, steps, dead)
 
         self.c = cs_all[T].copy()
         cache = (xs2, hs_all, cs_all, gates, tanh_cs, steps, dead, step_bias is not None)
@@ -175,16 +173,19 @@ class TimeLSTM(TimeRecurrent):
         self.dstep_bias = dA.sum(axis=0) if has_step_bias else None
         return dxs
 
-    def _forward_loop(self, gates, hs_all, cs_all, tanh_cs, steps, dead):
-        """The time loop of forward: ``gates[t]`` holds step t's (f, i, o-halved) input projection on
-        entry and its gate activations on exit."""
+    def _forward_loop(self, gates, step_bias, hs_all, cs_all, tanh_cs, steps, dead):
+        """The time loop of forward: ``gates[t]`` holds step t's input projection (``_input_projection``)
+        on entry and its gate activations on exit."""
         T, N, H4 = gates.shape
-        H, half, shift = self.H, self._half, self._shift
+        H, b, half, shift = self.H, self.params[2], self._half, self._shift
         kernels = accel.kernels()
         if kernels is not None:  # the packed product, then all of the step's elementwise work in one call
             product = kernels.recurrent_product(self.params[1], N, scale=half)
-            kernels.lstm_forward(gates, hs_all, cs_all, tanh_cs, steps, product)
+            bias = b[None, :] if step_bias is None else b + step_bias
+            kernels.lstm_forward(gates, bias, hs_all, cs_all, tanh_cs, steps, product)
             return
+        if step_bias is not None:
+            gates += step_bias * half
         Wh_half = self.params[1] * half
         rec = np.empty((N, H4), dtype=self.dtype)
         ig = np.empty((N, H), dtype=self.dtype)

@@ -109,13 +109,13 @@ class TimeRNN(TimeRecurrent):
         return dxs
 
     def _forward_loop(self, hs_all, steps, dead):
-        """The time loop of forward: ``hs_all[t + 1]`` holds step t's input projection on entry and
-        its state on exit."""
+        """The time loop of forward: ``hs_all[t + 1]`` holds step t's input projection
+        (``_input_projection``) on entry and its state on exit."""
         T, N, H = hs_all.shape[0] - 1, hs_all.shape[1], self.H
         Wh = self.params[1]
         kernels = accel.kernels()
         if kernels is not None:  # the packed product, then the add, the tanh and the finished rows in one call
-            kernels.rnn_forward(hs_all, steps, kernels.recurrent_product(Wh, N))
+            kernels.rnn_forward(hs_all, self.params[2], steps, kernels.recurrent_product(Wh, N))
             return
         hWh = np.empty((N, H), dtype=self.dtype)
         for t in range(T):
