@@ -117,12 +117,13 @@ def test_thread_counts_follow_the_sizes_and_the_cap_only():
     assert packed.use_threads(64, 650, 2600) == numba.config.NUMBA_NUM_THREADS
 
 
+@pytest.mark.parametrize("M, C", [(70, 150), (150, 70)], ids=["by columns", "by rows"])
 @pytest.mark.parametrize("parts", [2, 3])
-def test_split_matmul_equals_numpy_and_repeats_exactly(rng, parts):
-    a, b = operands(rng, 70, 90, 150, np.float32)
-    out = blas.split_matmul(a, b, np.empty((70, 150), np.float32), parts)
+def test_split_matmul_equals_numpy_and_repeats_exactly(rng, parts, M, C):
+    a, b = operands(rng, M, 90, C, np.float32)
+    out = blas.split_matmul(a, b, np.empty((M, C), np.float32), parts)
     assert_close(out, a, b)
-    again = blas.split_matmul(a, b, np.empty((70, 150), np.float32), parts)
+    again = blas.split_matmul(a, b, np.empty((M, C), np.float32), parts)
     assert np.array_equal(out, again)
 
 
