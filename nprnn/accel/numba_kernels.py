@@ -111,9 +111,10 @@ SPLIT_FLOPS = 1.5e9
 # iteration beside its (512, 128) @ (128, 13) output products on NumPy, 7.8 ms with one BLAS thread.
 OPENBLAS_ONE_THREAD = 65536 * 4
 SPLIT_FLOPS_LARGE_B = 1e9
-# And from 100 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
-# first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s.
-SPLIT_FLOPS_TRANSPOSED_A = 1e8
+# And from 200 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
+# first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s; but (400, 200).T @ (400, 800),
+# zaremba-small's dWx and dWh (128 MFLOP), split 126, packed 220 (Intel Xeon with AMX, 2 threads).
+SPLIT_FLOPS_TRANSPOSED_A = 2e8
 # On one thread, with BLAS on one thread too, OpenBLAS beats the packed kernels on a transposed A and
 # on narrow products (GFLOP/s, BLAS / packed, AMD EPYC: (256, 4480).T @ (4480, 1024) 94 / 71,
 # (128, 896).T @ (896, 512) 84 / 69, (896, 512) @ (512, 16) 78 / 54, (700, 400) @ (400, 100) 99 / 86),
