@@ -39,7 +39,7 @@ BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which
 BUSY_STEAL = 0.1
 _state = {"blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0, "stolen": 0.0, "stat": None}
-_blas = {"libs": None, "counters": None, "depth": 0, "saved": None, "lock": threading.Lock()}
+_blas = {"libs": None, "counters": None, "architecture": None, "depth": 0, "saved": None, "lock": threading.Lock()}
 
 
 def set_blas_threads(n):
@@ -182,6 +182,16 @@ class threads_for:
                 if _blas["depth"] == 0:
                     for lib, saved in zip(self.libs, _blas["saved"]):
                         lib.set_num_threads(saved)
+
+
+def openblas_one_thread(default, small_kernels):
+    """The largest ``M K C`` that BLAS runs on the calling thread by itself: ``small_kernels`` when it is
+    OpenBLAS with its SkylakeX kernels (their small-matrix code, single-threaded), else ``default``. From
+    the library threadpoolctl finds (machine and library, never the load); ``default`` without it."""
+    if _blas["architecture"] is None:
+        names = [getattr(lib, "architecture", None) for lib in _blas_libraries() if lib.internal_api == "openblas"]
+        _blas["architecture"] = str(names[0]).lower() if len(names) == 1 else ""
+    return small_kernels if _blas["architecture"] == "skylakex" else default
 
 
 def can_cap():

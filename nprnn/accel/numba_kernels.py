@@ -110,6 +110,13 @@ SPLIT_FLOPS = 1.5e9
 # (interface/gemm.c), which then spin ~0.1 s: TimeLSTM in the textbook's ch07 Seq2seq took 24.7 ms an
 # iteration beside its (512, 128) @ (128, 13) output products on NumPy, 7.8 ms with one BLAS thread.
 OPENBLAS_ONE_THREAD = 65536 * 4
+# OpenBLAS's SkylakeX (AVX-512) kernels run every product of M K C <= 1e6 on their small-matrix code, on the
+# calling thread (measured with the process's CPU time against the wall time: (100, 100) @ (100, 100),
+# (1000, 10) @ (10, 100) and (20, 100) @ (100, 400) stayed on one thread, (101, 100) @ (100, 100) woke
+# the second; under OPENBLAS_CORETYPE=Haswell all but the first of those woke it). There a product up to
+# that size stays on NumPy: TimeRNN (10, 5, 100, 100), whose products are (50, 100) @ (100, 100), took
+# 166 us a forward+backward on the packed kernels (which pack W at every call) and 112 on NumPy.
+OPENBLAS_ONE_THREAD_SMALL_KERNELS = 1_000_000
 SPLIT_FLOPS_LARGE_B = 1e9
 # And from 200 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
 # first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s; but (400, 200).T @ (400, 800),
@@ -143,8 +150,8 @@ def matmul(a, b, out=None):
     if out is not None and not (out.flags.c_contiguous and out.shape == (M, C)):
         out[...] = matmul(a, b)
         return out
-    if M * K * C <= OPENBLAS_ONE_THREAD:  # OpenBLAS runs it on the calling thread: no packing
-        return np.matmul(a, b, out=out)
+    if M * K * C <= blas.openblas_one_thread(OPENBLAS_ONE_THREAD, OPENBLAS_ONE_THREAD_SMALL_KERNELS):
+        return np.matmul(a, b, out=out)  # OpenBLAS runs it on the calling thread: no packing
     flops = 2 * M * K * C
     threads = 1 if flops < PARALLEL_FLOPS_ALONE else packed.use_threads(M, K, C, _cap())
     large = (

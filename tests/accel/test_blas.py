@@ -301,3 +301,13 @@ def test_a_cap_of_one_on_one_thread_leaves_blas_alone(monkeypatch):
         assert len(calls) == 2 * len(blas._blas_libraries())  # and restored on the way out
     finally:
         accel.set_blas_threads("auto")
+
+
+def test_the_single_thread_limit_follows_the_openblas_kernel(monkeypatch):
+    monkeypatch.setitem(blas._blas, "architecture", None)  # found again from threadpoolctl
+    names = [getattr(lib, "architecture", None) for lib in blas._blas_libraries() if lib.internal_api == "openblas"]
+    skylakex = len(names) == 1 and str(names[0]).lower() == "skylakex"
+    assert blas.openblas_one_thread(1, 2) == (2 if skylakex else 1)
+    for architecture, limit in [("skylakex", 2), ("haswell", 1), ("zen", 1), ("", 1)]:
+        monkeypatch.setitem(blas._blas, "architecture", architecture)
+        assert blas.openblas_one_thread(1, 2) == limit

@@ -153,6 +153,26 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     assert used == ["split", "packed"]
 
 
+@pytest.mark.parametrize(
+    "architecture, numpy_up_to", [("skylakex", 1_000_000), ("haswell", 65536 * 4), ("", 65536 * 4)]
+)
+def test_products_openblas_keeps_on_one_thread_stay_numpy(rng, monkeypatch, architecture, numpy_up_to):
+    """OpenBLAS's SkylakeX kernels run products up to M K C = 1e6 on the calling thread (their small-matrix
+    code): those stay np.matmul, the same bits; other kernels (or an unknown BLAS) from 65536 * 4."""
+    monkeypatch.setitem(blas._blas, "architecture", architecture)
+    monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads
+    packed_calls = []
+    monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: packed_calls.append(a.shape) or a @ b)
+    for M, K, C in [(50, 100, 100), (100, 100, 100), (101, 100, 100)]:  # M K C = 5e5, 1e6, 1.01e6
+        a, b = operands(rng, M, K, C, np.float32)
+        out = numba_kernels.matmul(a, b)
+        if M * K * C <= numpy_up_to:
+            assert np.array_equal(out, np.matmul(a, b))
+    assert packed_calls == [
+        (M, K) for M, K, C in [(50, 100, 100), (100, 100, 100), (101, 100, 100)] if M * K * C > numpy_up_to
+    ]
+
+
 def test_a_small_product_alone_stays_on_the_calling_thread(rng, monkeypatch):
     caps = []
     monkeypatch.setattr(packed, "matmul", lambda a, b, out=None, cap=None: caps.append(cap) or a @ b)
