@@ -223,6 +223,8 @@ class TimeSoftmaxWithLoss:
             got = f"{xs.dtype} array of shape {xs.shape}" if isinstance(xs, np.ndarray) else type(xs).__name__
             raise ValueError(f"{name}: xs must be a float32/float64 array of shape (N, T, V), got {got}")
         N, T, V = xs.shape
+        if V == 0:  # no class to put the probability on (and log(V) below would warn)
+            raise ValueError(f"{name}: xs must have at least one class, got shape {xs.shape}")
         ts = _check_ids(name, ts, (N, T), "ts")
         counted = np.ones((N, T), bool) if self.ignore_label is None else ts != self.ignore_label
         bad = counted & ((ts < 0) | (ts >= V))

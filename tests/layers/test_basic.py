@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -393,6 +395,10 @@ def test_softmax_loss_bad_inputs():
         layer.forward(np.zeros((2, 3, 4), int), np.zeros((2, 3), int))
     with pytest.raises(ValueError, match=r"shape \(N, T, V\), got float64 array of shape \(6, 4\)"):
         layer.forward(np.zeros((6, 4)), np.zeros((2, 3), int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before any log(V)
+        with pytest.raises(ValueError, match=r"at least one class, got shape \(2, 3, 0\)"):
+            layer.forward(np.zeros((2, 3, 0)), np.full((2, 3), -1))  # every position ignored
     with pytest.raises(RuntimeError, match="backward called before forward"):
         layer.backward()
     assert layer.params == [] and layer.grads == []
