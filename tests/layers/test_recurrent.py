@@ -137,11 +137,10 @@ def test_input_projection_leaves_the_bias_to_the_kernels(kind, dtype, each_backe
     xs_tm = rng.standard_normal((30, 5)).astype(dtype)
     scale = rng.uniform(0.5, 2, b.shape).astype(dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
+    product = xs_tm.astype(np.float64) @ Wx
     for s in (None, scale):
-        if each_backend == "numpy":
-            expected = (xs_tm.astype(np.float64) @ Wx + b) * (1 if s is None else s)
-        else:
-            expected = xs_tm.astype(np.float64) @ Wx
+        expected = (product + b) * (1 if s is None else s) if each_backend == "numpy" else product
         np.testing.assert_allclose(layer._input_projection(xs_tm, s), expected, rtol=tol, atol=tol)
     out = np.empty((30, b.size), dtype)
     assert layer._input_projection(xs_tm, out=out) is out
+    np.testing.assert_allclose(out, product + b if each_backend == "numpy" else product, rtol=tol, atol=tol)
