@@ -278,9 +278,10 @@ def split_matmul(a, b, out, parts):
     else:  # (700, 650) @ (650, 2600): 302 by columns, 294 by rows
         bounds = [C * i // parts // 16 * 16 for i in range(parts)] + [C]  # 16: whole vectors per block
         blocks = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+    (a0, b0, out0), *rest = blocks
     with one_thread():
-        futures = [_executor(parts - 1).submit(np.matmul, *block[:2], out=block[2]) for block in blocks[1:]]
-        np.matmul(*blocks[0][:2], out=blocks[0][2])
+        futures = [_executor(parts - 1).submit(np.matmul, x, w, out=o) for x, w, o in rest]
+        np.matmul(a0, b0, out=out0)
         for future in futures:
             future.result()
     return out

@@ -163,14 +163,13 @@ def test_products_openblas_keeps_on_one_thread_stay_numpy(rng, monkeypatch, arch
     monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads
     packed_calls = []
     monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: packed_calls.append(a.shape) or a @ b)
-    for M, K, C in [(50, 100, 100), (100, 100, 100), (101, 100, 100)]:  # M K C = 5e5, 1e6, 1.01e6
+    shapes = [(50, 100, 100), (100, 100, 100), (101, 100, 100)]  # M K C = 5e5, 1e6, 1.01e6
+    for M, K, C in shapes:
         a, b = operands(rng, M, K, C, np.float32)
         out = numba_kernels.matmul(a, b)
         if M * K * C <= numpy_up_to:
             assert np.array_equal(out, np.matmul(a, b))
-    assert packed_calls == [
-        (M, K) for M, K, C in [(50, 100, 100), (100, 100, 100), (101, 100, 100)] if M * K * C > numpy_up_to
-    ]
+    assert packed_calls == [(M, K) for M, K, C in shapes if M * K * C > numpy_up_to]
 
 
 def test_a_small_product_alone_stays_on_the_calling_thread(rng, monkeypatch):
