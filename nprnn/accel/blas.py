@@ -39,7 +39,8 @@ BUSY_LOAD = 0.5  # "adaptive": other processes' load (runnable tasks) from which
 BUSY_STEAL = 0.1
 _state = {"blas_threads": "auto"}
 _load = {"checked": -math.inf, "busy": False, "others": 0.0, "stolen": 0.0, "stat": None}
-_blas = {"libs": None, "counters": None, "architecture": None, "depth": 0, "saved": None, "lock": threading.Lock()}
+_blas = {"libs": None, "counters": None, "setters": None, "architecture": None, "depth": 0, "saved": None}
+_blas["lock"] = threading.Lock()
 
 
 def set_blas_threads(n):
@@ -168,9 +169,9 @@ class threads_for:
                     if self.cap == 1 and single_threaded():
                         self.entered = False  # nothing to cap or restore (threadpoolctl's calls cost ~5 us)
                         return self
-                    _blas["saved"] = [lib.get_num_threads() for lib in self.libs]
-                    for lib, saved in zip(self.libs, _blas["saved"]):
-                        lib.set_num_threads(min(self.cap, saved))
+                    _blas["saved"] = [count() for count in _thread_counters()]
+                    for set_threads, saved in zip(_thread_setters(), _blas["saved"]):
+                        set_threads(min(self.cap, saved))
                 _blas["depth"] += 1
                 self.entered = True
         return self
@@ -180,8 +181,8 @@ class threads_for:
             with _blas["lock"]:
                 _blas["depth"] -= 1
                 if _blas["depth"] == 0:
-                    for lib, saved in zip(self.libs, _blas["saved"]):
-                        lib.set_num_threads(saved)
+                    for set_threads, saved in zip(_thread_setters(), _blas["saved"]):
+                        set_threads(saved)
 
 
 def openblas_one_thread(default, small_kernels):
@@ -220,6 +221,23 @@ def _thread_counters():
             counters.append(count)
         _blas["counters"] = counters
     return _blas["counters"]
+
+
+def _thread_setters():
+    """A function per BLAS library (in ``_blas_libraries``' order) that sets its thread count: OpenBLAS's
+    C function, looked up once (threadpoolctl's ``set_num_threads`` looks it up at every call: 4 us of
+    the 5 a capping context cost around a 8 us product)."""
+    if _blas["setters"] is None:
+        setters = []
+        for lib in _blas_libraries():
+            set_threads = lib.set_num_threads
+            if lib.internal_api == "openblas" and hasattr(lib, "_get_symbol"):
+                openmp = getattr(lib, "threading_layer", None) == "openmp"  # as threadpoolctl does
+                symbol = "omp_set_num_threads" if openmp else "openblas_set_num_threads"
+                set_threads = lib._get_symbol(symbol) or set_threads
+            setters.append(set_threads)
+        _blas["setters"] = setters
+    return _blas["setters"]
 
 
 def one_thread():

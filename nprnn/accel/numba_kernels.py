@@ -116,6 +116,9 @@ OPENBLAS_ONE_THREAD = 65536 * 4
 # the second; under OPENBLAS_CORETYPE=Haswell all but the first of those woke it). There a product up to
 # that size stays on NumPy: TimeRNN (10, 5, 100, 100), whose products are (50, 100) @ (100, 100), took
 # 166 us a forward+backward on the packed kernels (which pack W at every call) and 112 on NumPy.
+# Most, not all: (512, 13) @ (13, 128).T and (512, 128) @ (128, 13) woke OpenBLAS's second thread, which
+# spun against numba's (ch07 Seq2seq at default threads: 6.5 -> 22 ms an iteration), so above 65536 * 4
+# they run with BLAS capped to one thread.
 OPENBLAS_ONE_THREAD_SMALL_KERNELS = 1_000_000
 SPLIT_FLOPS_LARGE_B = 1e9
 # And from 200 MFLOP a transposed A (the weight gradients' x.T), which the packed kernels must copy
@@ -150,8 +153,11 @@ def matmul(a, b, out=None):
     if out is not None and not (out.flags.c_contiguous and out.shape == (M, C)):
         out[...] = matmul(a, b)
         return out
-    if M * K * C <= blas.openblas_one_thread(OPENBLAS_ONE_THREAD, OPENBLAS_ONE_THREAD_SMALL_KERNELS):
+    if M * K * C <= OPENBLAS_ONE_THREAD:
         return np.matmul(a, b, out=out)  # OpenBLAS runs it on the calling thread: no packing
+    if M * K * C <= blas.openblas_one_thread(OPENBLAS_ONE_THREAD, OPENBLAS_ONE_THREAD_SMALL_KERNELS):
+        with blas.one_thread():
+            return np.matmul(a, b, out=out)
     flops = 2 * M * K * C
     threads = 1 if flops < PARALLEL_FLOPS_ALONE else packed.use_threads(M, K, C, _cap())
     large = (

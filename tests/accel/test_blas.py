@@ -287,8 +287,7 @@ def test_a_cap_of_one_on_one_thread_leaves_blas_alone(monkeypatch):
     import threadpoolctl
 
     calls = []
-    for lib in blas._blas_libraries():
-        monkeypatch.setattr(lib, "set_num_threads", lambda n, lib=lib: calls.append(n))
+    monkeypatch.setitem(blas._blas, "setters", [calls.append for _ in blas._blas_libraries()])
     accel.set_blas_threads(1)
     try:
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
@@ -311,3 +310,19 @@ def test_the_single_thread_limit_follows_the_openblas_kernel(monkeypatch):
     for architecture, limit in [("skylakex", 2), ("haswell", 1), ("zen", 1), ("", 1)]:
         monkeypatch.setitem(blas._blas, "architecture", architecture)
         assert blas.openblas_one_thread(1, 2) == limit
+
+
+def test_the_cached_thread_setters_set_blas_threads():
+    if not blas.can_cap():
+        pytest.skip("telling BLAS's thread count needs threadpoolctl")
+    counters, setters = blas._thread_counters(), blas._thread_setters()
+    assert len(setters) == len(counters) == len(blas._blas_libraries())
+    saved = [count() for count in counters]
+    try:
+        for set_threads, threads in zip(setters, saved):
+            set_threads(max(1, threads - 1))
+        assert [count() for count in counters] == [max(1, threads - 1) for threads in saved]
+    finally:
+        for set_threads, threads in zip(setters, saved):
+            set_threads(threads)
+    assert [count() for count in counters] == saved

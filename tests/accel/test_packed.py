@@ -157,18 +157,25 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     "architecture, numpy_up_to", [("skylakex", 1_000_000), ("haswell", 65536 * 4), ("", 65536 * 4)]
 )
 def test_products_openblas_keeps_on_one_thread_stay_numpy(rng, monkeypatch, architecture, numpy_up_to):
-    """OpenBLAS's SkylakeX kernels run products up to M K C = 1e6 on the calling thread (their small-matrix
-    code): those stay np.matmul, the same bits; other kernels (or an unknown BLAS) from 65536 * 4."""
+    """OpenBLAS's SkylakeX kernels run products up to M K C = 1e6 on their small-matrix code: those stay
+    np.matmul, the same bits, but with BLAS capped to one thread above 65536 * 4 (not every layout
+    takes that code: (512, 13) @ (13, 128).T woke OpenBLAS's threads, which then spun against numba's);
+    other kernels (or an unknown BLAS) from 65536 * 4."""
     monkeypatch.setitem(blas._blas, "architecture", architecture)
     monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads
+    caps = []
+    monkeypatch.setitem(blas._blas, "setters", [caps.append for _ in blas._blas_libraries()])
     packed_calls = []
     monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: packed_calls.append(a.shape) or a @ b)
-    shapes = [(50, 100, 100), (100, 100, 100), (101, 100, 100)]  # M K C = 5e5, 1e6, 1.01e6
+    shapes = [(20, 30, 400), (50, 100, 100), (100, 100, 100), (101, 100, 100)]  # M K C = 2.4e5 ... 1.01e6
     for M, K, C in shapes:
         a, b = operands(rng, M, K, C, np.float32)
+        del caps[:]
         out = numba_kernels.matmul(a, b)
         if M * K * C <= numpy_up_to:
             assert np.array_equal(out, np.matmul(a, b))
+        capped = 65536 * 4 < M * K * C <= numpy_up_to and blas.can_cap()
+        assert caps[: len(blas._blas_libraries())] == ([1] * len(blas._blas_libraries()) if capped else [])
     assert packed_calls == [(M, K) for M, K, C in shapes if M * K * C > numpy_up_to]
 
 
