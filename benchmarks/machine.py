@@ -37,14 +37,17 @@ def blas():
         import threadpoolctl
     except ImportError:
         return "BLAS unknown (no threadpoolctl)"
-    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    from nprnn.accel import mkl  # loads MKL where it runs the large products, so that it is listed
+
+    split = mkl.describe()
+    libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas" and i["internal_api"] != "mkl"]
     return (
         "; ".join(
             f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}, {i['num_threads']} threads"
             for i in libs
         )
         or "no BLAS found"
-    )
+    ) + f"; {split}"
 
 
 def commit():

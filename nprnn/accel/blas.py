@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from nprnn.accel import mkl
+
 POLICIES = ("auto", "adaptive")  # the settings of set_blas_threads that are not a fixed number
 
 SMALL_FLOPS = 1.5e6  # "auto": calls whose per-step product is smaller than this run on one BLAS thread
@@ -298,11 +300,18 @@ def split_matmul(a, b, out, parts):
         blocks = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
     (a0, b0, out0), *rest = blocks
     with one_thread():
-        futures = [_executor(parts - 1).submit(np.matmul, x, w, out=o) for x, w, o in rest]
-        np.matmul(a0, b0, out=out0)
+        futures = [_executor(parts - 1).submit(_block_matmul, x, w, o) for x, w, o in rest]
+        _block_matmul(a0, b0, out0)
         for future in futures:
             future.result()
     return out
+
+
+def _block_matmul(a, b, out):
+    """One block of ``split_matmul`` on the calling thread: MKL's sequential GEMM where it is installed
+    and chosen (``nprnn.accel.mkl``), else NumPy's BLAS (capped to this thread by ``one_thread``)."""
+    if not mkl.matmul(a, b, out):
+        np.matmul(a, b, out=out)
 
 
 def threads_for_time_layer(N, T, D, H, gates):

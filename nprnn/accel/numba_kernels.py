@@ -34,7 +34,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from nprnn.accel import blas, packed
+from nprnn.accel import blas, mkl, packed
 
 # Not nnan/ninf: NaN and inf go through the kernels as through NumPy. error_model="numpy" drops the
 # ZeroDivisionError check on every division, which would stop the loops from vectorising.
@@ -125,6 +125,13 @@ SPLIT_FLOPS_LARGE_B = 1e9
 # first: (1120, 200).T @ (1120, 800) split 249, packed 186 GFLOP/s; but (400, 200).T @ (400, 800),
 # zaremba-small's dWx and dWh (128 MFLOP), split 126, packed 220 (Intel Xeon with AMX, 2 threads).
 SPLIT_FLOPS_TRANSPOSED_A = 2e8
+# With MKL's sequential GEMM in the split (nprnn.accel.mkl), which needs no copy of a transposed operand,
+# the split wins from smaller products (GFLOP/s, split / packed, Intel Xeon, 2 threads): (2240, 200) @
+# (200, 800) 307 / 279 and (700, 400) @ (400, 1600) 295 / 252, but (1120, 200) @ (200, 800) 265 / 262
+# and (400, 200) @ (200, 800) 218 / 247; a transposed A or B from ~120 MFLOP: (200, 400).T @ (400, 800)
+# 229 / 219, (400, 800) @ (800, 200).T 215 / 194, (128, 640).T @ (640, 512) 192 / 200.
+SPLIT_FLOPS_MKL = 3e8
+SPLIT_FLOPS_TRANSPOSED_MKL = 1.2e8
 # On one thread, with BLAS on one thread too, OpenBLAS beats the packed kernels on a transposed A and
 # on narrow products (GFLOP/s, BLAS / packed, AMD EPYC: (256, 4480).T @ (4480, 1024) 94 / 71,
 # (128, 896).T @ (896, 512) 84 / 69, (896, 512) @ (512, 16) 78 / 54, (700, 400) @ (400, 100) 99 / 86),
@@ -160,11 +167,16 @@ def matmul(a, b, out=None):
             return np.matmul(a, b, out=out)
     flops = 2 * M * K * C
     threads = 1 if flops < PARALLEL_FLOPS_ALONE else packed.use_threads(M, K, C, _cap())
-    large = (
-        flops >= SPLIT_FLOPS
-        or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
-        or (flops >= SPLIT_FLOPS_TRANSPOSED_A and a.strides[1] != a.itemsize)
-    )
+    transposed_a = a.strides[1] != a.itemsize
+    if mkl.gemms() is None:
+        large = (
+            flops >= SPLIT_FLOPS
+            or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
+            or (flops >= SPLIT_FLOPS_TRANSPOSED_A and transposed_a)
+        )
+    else:
+        transposed = transposed_a or b.strides[1] != b.itemsize
+        large = flops >= SPLIT_FLOPS_MKL or (flops >= SPLIT_FLOPS_TRANSPOSED_MKL and transposed)
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return _checked(blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads), a, b)
     narrow = C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize

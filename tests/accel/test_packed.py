@@ -19,7 +19,7 @@ except ImportError:
     if os.environ.get("CI"):  # the test extra installs numba: in CI these tests must run, not skip
         raise
     pytest.skip("the numba backend is optional (pip install nprnn[accel])", allow_module_level=True)
-from nprnn.accel import blas, numba_kernels, packed  # noqa: E402  (needs numba)
+from nprnn.accel import blas, mkl, numba_kernels, packed  # noqa: E402  (needs numba)
 
 TOL = {np.float64: {"rtol": 1e-12, "atol": 1e-12}, np.float32: {"rtol": 2e-5, "atol": 2e-5}}
 
@@ -151,6 +151,21 @@ def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
     numba_kernels.matmul(*operands(rng, 700, 400, 400, np.float32))  # 224 MFLOP
     numba_kernels.matmul(*operands(rng, 20, 30, 400, np.float32))  # M K C = 240000: NumPy's, on one thread
     assert used == ["split", "packed"]
+
+
+@pytest.mark.parametrize("on_mkl", [False, True], ids=["openblas", "mkl"])
+def test_with_mkl_smaller_and_transposed_products_go_to_the_split(rng, monkeypatch, on_mkl):
+    if not blas.can_cap() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("the split path needs threadpoolctl and two threads")
+    monkeypatch.setattr(mkl, "gemms", lambda: {} if on_mkl else None)
+    used = []
+    monkeypatch.setattr(blas, "split_matmul", lambda a, b, *_: used.append("split") or a @ b)
+    monkeypatch.setattr(packed, "matmul", lambda a, b, *_, **__: used.append("packed") or a @ b)
+    numba_kernels.matmul(*operands(rng, 1120, 200, 800, np.float32))  # 358 MFLOP
+    numba_kernels.matmul(*operands(rng, 400, 800, 200, np.float32, b_transposed=True))  # 128 MFLOP, W.T
+    numba_kernels.matmul(*operands(rng, 200, 400, 800, np.float32, a_transposed=True))  # 128 MFLOP, x.T
+    numba_kernels.matmul(*operands(rng, 400, 200, 800, np.float32))  # 128 MFLOP
+    assert used == (["split", "split", "split", "packed"] if on_mkl else ["packed"] * 4)
 
 
 @pytest.mark.parametrize(
