@@ -37,9 +37,12 @@ def blas():
         import threadpoolctl
     except ImportError:
         return "BLAS unknown (no threadpoolctl)"
-    from nprnn.accel import mkl  # loads MKL where it runs the large products, so that it is listed
-
-    split = mkl.describe()
+    try:
+        from nprnn.accel import mkl  # loads MKL where it runs the large products, so that it is listed
+    except ImportError:  # a commit before nprnn.accel.mkl
+        split = "large products on NumPy's BLAS"
+    else:
+        split = mkl.describe()
     libs = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas" and i["internal_api"] != "mkl"]
     return (
         "; ".join(
