@@ -13,6 +13,11 @@ Settings, read from the environment when ``nprnn.accel`` is first imported and c
     problem's sizes alone; ``adaptive`` also runs on one thread, numba's kernels included, while
     the machine is busy (other processes, or a hypervisor taking CPU time);
     ``n >= 1`` caps every product at ``n`` threads; ``0`` leaves BLAS alone.
+``NPRNN_BLAS=auto`` (``mkl``)
+    Which library runs the large products that ``blas.split_matmul`` splits over the cores: with the
+    optional ``mkl`` wheel (``pip install nprnn[mkl]``) and an Intel CPU, MKL's sequential GEMM in its
+    reproducible (CNR) mode, else NumPy's BLAS; ``mkl`` insists on MKL where installed (AMD too),
+    ``openblas`` keeps NumPy's BLAS. Read once, when the first large product runs.
 ``NPRNN_RETAIN_MEMORY=0`` (``memory``)
     Keeps ``retain_freed_memory()``, which the training loops call, from changing glibc's malloc
     thresholds (freed large arrays then go back to the kernel and are page-faulted in again).
