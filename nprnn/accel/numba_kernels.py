@@ -141,6 +141,11 @@ NARROW_ON_ONE_THREAD = 128
 # textbook's ch05 output layer, (50, 100) @ (100, 418), took 128-138 us packed and 100-105 us on
 # OpenBLAS inside a training step (Intel Xeon, AVX-512).
 PACK_ON_ONE_THREAD = 1e7
+# With MKL (nprnn.accel.mkl), products on one thread from this size run on its sequential GEMM, which
+# never wakes a thread: 5-15% faster than OpenBLAS on one thread, ctypes' call included ((50, 100) @
+# (100, 418) 34.8 / 38.4 us, (290, 256) @ (256, 1024) 1019 / 1168 us); the textbook's ch07 Seq2seq on
+# one thread 8.2 -> 7.2 ms an iteration.
+MKL_ON_ONE_THREAD = 2e6
 # A product on its own (not a step of a time loop) wakes numba's threads, which have gone to sleep
 # during the Python between calls: on a 2-core virtual machine the wake-up took longer than the work
 # up to ~10 MFLOP (measured after 3 ms of serial work, 1 / 2 threads: (50, 100) @ (100, 100) 42 / 103
@@ -179,6 +184,10 @@ def matmul(a, b, out=None):
         large = flops >= SPLIT_FLOPS_MKL or (flops >= SPLIT_FLOPS_TRANSPOSED_MKL and transposed)
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return _checked(blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads), a, b)
+    if threads == 1 and flops >= MKL_ON_ONE_THREAD and mkl.gemms() is not None:
+        result = np.empty((M, C), a.dtype) if out is None else out
+        if mkl.matmul(a, b, result):
+            return _checked(result, a, b)
     narrow = C < NARROW_ON_ONE_THREAD or a.strides[1] != a.itemsize
     if threads == 1 and (narrow or flops < PACK_ON_ONE_THREAD) and blas.single_threaded():
         return np.matmul(a, b, out=out)

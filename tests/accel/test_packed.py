@@ -194,6 +194,19 @@ def test_products_openblas_keeps_on_one_thread_stay_numpy(rng, monkeypatch, arch
     assert packed_calls == [(M, K) for M, K, C in shapes if M * K * C > numpy_up_to]
 
 
+@pytest.mark.parametrize("on_mkl", [False, True], ids=["openblas", "mkl"])
+def test_with_mkl_products_on_one_thread_run_on_it(rng, monkeypatch, on_mkl):
+    calls = []
+    monkeypatch.setattr(mkl, "gemms", lambda: {} if on_mkl else None)
+    monkeypatch.setattr(mkl, "matmul", lambda a, b, out: calls.append(a.shape) or np.matmul(a, b, out=out) is out)
+    shapes = [(50, 100, 100), (50, 100, 418), (290, 256, 1024)]  # 1, 4.2 and 152 MFLOP
+    monkeypatch.setattr(numba_kernels, "_cap", lambda: 1)  # every product on one thread
+    for M, K, C in shapes:
+        a, b = operands(rng, M, K, C, np.float32)
+        np.testing.assert_allclose(numba_kernels.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    assert calls == ([(50, 100), (290, 256)] if on_mkl else [])  # the smallest stays NumPy's
+
+
 def test_a_small_product_alone_stays_on_the_calling_thread(rng, monkeypatch):
     caps = []
     monkeypatch.setattr(packed, "matmul", lambda a, b, out=None, cap=None: caps.append(cap) or a @ b)
