@@ -1,28 +1,9 @@
 """nprnn.accel.mkl: MKL's sequential GEMM for split_matmul's blocks (optional: the ``mkl`` wheel)."""
 
-import platform
-
 import numpy as np
 import pytest
 
 from nprnn.accel import blas, mkl
-
-_loaded = {}  # MKL is set up once a process: its threading layer and CNR mode precede its first product
-
-
-@pytest.fixture
-def forced(monkeypatch):
-    """MKL loaded whatever the CPU's vendor (``NPRNN_BLAS=mkl``), the module's state restored after."""
-    if not _loaded:
-        monkeypatch.setenv("NPRNN_BLAS", "mkl")
-        monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
-        if mkl.gemms() is None:
-            if platform.machine() not in ("x86_64", "AMD64"):
-                pytest.skip("the mkl wheel is for x86-64 only")
-            pytest.fail(f"MKL did not load: {mkl._state['why']} (the test extra installs the mkl wheel)")
-        _loaded.update(mkl._state)
-    monkeypatch.setattr(mkl, "_state", dict(_loaded, gemm=dict(_loaded["gemm"])))
-    return mkl
 
 
 def layouts(rng, M, K, C, dtype, a_transposed, b_transposed):
@@ -76,7 +57,7 @@ def test_operand_layouts():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("a_transposed, b_transposed", [(0, 0), (1, 0), (0, 1), (1, 1)])
-def test_mkl_matmul_equals_the_float64_product(forced, rng, dtype, a_transposed, b_transposed):
+def test_mkl_matmul_equals_the_float64_product(forced_mkl, rng, dtype, a_transposed, b_transposed):
     a, b = layouts(rng, 37, 53, 29, dtype, a_transposed, b_transposed)
     out = np.full((37, 29), np.nan, dtype)
     assert mkl.matmul(a, b, out)
@@ -85,7 +66,7 @@ def test_mkl_matmul_equals_the_float64_product(forced, rng, dtype, a_transposed,
     np.testing.assert_allclose(out, want, rtol=rtol, atol=atol)
 
 
-def test_mkl_matmul_writes_blocks_of_rows_and_columns(forced, rng):
+def test_mkl_matmul_writes_blocks_of_rows_and_columns(forced_mkl, rng):
     a, b = layouts(rng, 40, 30, 64, np.float32, 0, 0)
     out = np.zeros((40, 64), np.float32)
     assert mkl.matmul(a[:15], b, out[:15]) and mkl.matmul(a[15:], b[:, :32], out[15:, :32])
@@ -93,7 +74,7 @@ def test_mkl_matmul_writes_blocks_of_rows_and_columns(forced, rng):
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
 
 
-def test_mkl_matmul_refuses_what_it_cannot_take(forced, rng):
+def test_mkl_matmul_refuses_what_it_cannot_take(forced_mkl, rng):
     a, b = layouts(rng, 8, 6, 4, np.float32, 0, 0)
     out = np.zeros((8, 4), np.float32)
     assert mkl.matmul(a[:, ::1], b, out)
@@ -103,7 +84,7 @@ def test_mkl_matmul_refuses_what_it_cannot_take(forced, rng):
     assert not mkl.matmul(a[:, :0], b[:0], out)  # K = 0: NumPy's zeros
 
 
-def test_mkl_repeats_exactly_whatever_the_alignment(forced, rng):
+def test_mkl_repeats_exactly_whatever_the_alignment(forced_mkl, rng):
     """CNR strict mode: the same bits for the same values, at a different address and alignment."""
     a, b = layouts(rng, 301, 203, 157, np.float32, 0, 0)
     first = np.empty((301, 157), np.float32)
@@ -116,7 +97,7 @@ def test_mkl_repeats_exactly_whatever_the_alignment(forced, rng):
     assert np.array_equal(first, again)
 
 
-def test_split_matmul_runs_its_blocks_on_mkl(forced, rng, monkeypatch):
+def test_split_matmul_runs_its_blocks_on_mkl(forced_mkl, rng, monkeypatch):
     calls = []
     gemm = mkl._state["gemm"][np.dtype(np.float32)]
     monkeypatch.setitem(mkl._state["gemm"], np.dtype(np.float32), lambda *args: calls.append(args[3:6]) or gemm(*args))
@@ -124,4 +105,4 @@ def test_split_matmul_runs_its_blocks_on_mkl(forced, rng, monkeypatch):
     out = blas.split_matmul(a, b, np.empty((90, 70), np.float32), 2)
     assert sorted(calls) == [(45, 70, 40), (45, 70, 40)]  # two row blocks, (M, C, K) each
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
-    assert forced.describe().startswith("large products on MKL ")
+    assert forced_mkl.describe().startswith("large products on MKL ")

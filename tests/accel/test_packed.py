@@ -142,6 +142,7 @@ def test_split_matmul_keeps_one_pool_per_thread_count(rng):
 
 
 def test_each_product_takes_the_path_of_its_size(rng, monkeypatch):
+    monkeypatch.setattr(mkl, "gemms", lambda: None)  # OpenBLAS's rules (MKL's: the tests named so)
     if not blas.can_cap() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("the split path needs threadpoolctl and two threads")
     used = []
@@ -176,6 +177,7 @@ def test_products_openblas_keeps_on_one_thread_stay_numpy(rng, monkeypatch, arch
     np.matmul, the same bits, but with BLAS capped to one thread above 65536 * 4 (not every layout
     takes that code: (512, 13) @ (13, 128).T woke OpenBLAS's threads, which then spun against numba's);
     other kernels (or an unknown BLAS) from 65536 * 4."""
+    monkeypatch.setattr(mkl, "gemms", lambda: None)  # OpenBLAS's rules (MKL's: the tests named so)
     monkeypatch.setitem(blas._blas, "architecture", architecture)
     monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads
     caps = []
@@ -208,6 +210,7 @@ def test_with_mkl_products_on_one_thread_run_on_it(rng, monkeypatch, on_mkl):
 
 
 def test_a_small_product_alone_stays_on_the_calling_thread(rng, monkeypatch):
+    monkeypatch.setattr(mkl, "gemms", lambda: None)  # OpenBLAS's rules (MKL's: the tests named so)
     caps = []
     monkeypatch.setattr(packed, "matmul", lambda a, b, out=None, cap=None: caps.append(cap) or a @ b)
     monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads: packed kernels
@@ -233,6 +236,7 @@ def test_serial_and_parallel_kernels_keep_apart_in_the_disk_cache():
 
 
 def test_on_one_thread_transposed_and_narrow_products_go_to_blas(rng, monkeypatch):
+    monkeypatch.setattr(mkl, "gemms", lambda: None)  # OpenBLAS's rules (MKL's: the tests named so)
     if not blas.can_cap():
         pytest.skip("telling BLAS's thread count needs threadpoolctl")
     from threadpoolctl import threadpool_limits
@@ -255,8 +259,8 @@ def test_on_one_thread_transposed_and_narrow_products_go_to_blas(rng, monkeypatc
             assert used == ["packed", "packed"]
 
 
-@pytest.mark.parametrize("path", ["numpy", "packed"])
-def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng, monkeypatch, path):
+@pytest.mark.parametrize("path", ["numpy", "packed", "mkl"])
+def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng, monkeypatch, request, path):
     previous = accel.backend()
     accel.use("numba")
     used = []
@@ -264,7 +268,10 @@ def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng, monkeypatch
     monkeypatch.setattr(packed, "matmul", lambda *args, **kw: used.append("packed") or real(*args, **kw))
     shape = (3, 4, 5) if path == "numpy" else (50, 100, 418)
     if path == "packed":
+        monkeypatch.setattr(mkl, "gemms", lambda: None)
         monkeypatch.setattr(blas, "single_threaded", lambda: False)  # BLAS on several threads: packed kernels
+    if path == "mkl":
+        request.getfixturevalue("forced_mkl")
     try:
         a, b = np.full(shape[:2], 1e30, np.float32), np.full(shape[1:], 1e30, np.float32)
         with np.errstate(over="raise"):
@@ -272,12 +279,13 @@ def test_accel_matmul_overflow_raises_under_errstate_like_numpy(rng, monkeypatch
                 accel.matmul(a, b)
         with np.errstate(over="ignore"):
             assert np.isinf(accel.matmul(a, b)).all()  # not raising: inf, as NumPy gives
-        assert used == ([] if path == "numpy" else ["packed", "packed"])
+        assert used == (["packed", "packed"] if path == "packed" else [])  # MKL's products: not packed
     finally:
         accel.use(previous)
 
 
 def test_on_one_thread_a_small_product_goes_to_blas(rng, monkeypatch):
+    monkeypatch.setattr(mkl, "gemms", lambda: None)  # OpenBLAS's rules (MKL's: the tests named so)
     if not blas.can_cap():
         pytest.skip("telling BLAS's thread count needs threadpoolctl")
     from threadpoolctl import threadpool_limits
