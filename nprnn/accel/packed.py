@@ -159,11 +159,22 @@ M_TILES = 16  # tiles of rows per pass over the panels
 SHORT_K = 64
 
 
+@numba.njit(**_JIT)
 def tile_rows(M):
     """The tile height for ``M`` rows: the largest that covers them in as few tiles as any, so that
     M = 20 runs two tiles of 10 rather than 12 + 8."""
     tiles = max(1, -(-M // ROWS))
     return max(1, -(-M // tiles))
+
+
+@numba.njit(**_JIT)
+def rows_product(a, panels, C, out, first, last):
+    """``out[first:last] = a[first:last] @ W`` on the calling thread (``a`` with contiguous rows or any
+    strides, its tiles of ``tile_rows(last - first)`` rows), for a time loop split by rows."""
+    block = a[first:last]
+    rows = tile_rows(last - first)
+    tiles = (rows * block.strides[0], block.strides[1], block.strides[0])
+    _product(block, tiles, panels, C, out[first:last], rows, 0, panels.shape[0], 0, last - first)
 
 
 @numba.njit(**_JIT)

@@ -119,6 +119,33 @@ def test_kernels_match_numpy_path(backend, rng, kind, dtype, lengths):
         assert np.all(got["hs"][2, 1:] == 0) and np.all(got["dxs"][2, 1:] == 0)
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize(
+    "lengths", [None, [6, 2, 1, 5, 6, 3, 4, 6, 1, 2, 6, 6, 5, 4, 3, 2, 1]], ids=["full", "lengths"]
+)
+def test_loops_in_row_blocks_match_numpy_path(backend, rng, monkeypatch, kind, lengths):
+    """From SPLIT_ROWS rows a thread each thread runs the whole loop on its own rows (17: 8 + 9)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("row blocks need two numba threads")
+    N, T, D, H = 17, 6, 5, 180  # a step product of 1.1 MFLOP or more: on two threads
+    blocks = []
+    real = numba_kernels._in_row_blocks
+    monkeypatch.setattr(numba_kernels, "_in_row_blocks", lambda block, *a: blocks.append(block) or real(block, *a))
+    layer = random_layer(kind, rng, D, H)
+    xs, dhs = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
+    initial, final = states(kind, rng, N, H, np.float64)
+    backend("numpy")
+    want = run(layer, xs, dhs, initial, final, lengths)
+    backend("numba")
+    got = run(layer, xs, dhs, initial, final, lengths)
+    assert blocks == [
+        getattr(numba_kernels, f"_{kind}_forward_block"),
+        getattr(numba_kernels, f"_{kind}_backward_block"),
+    ]
+    for key in want:  # sums of 180 terms of up to ~100: float64 rounding relative to the largest
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12 * np.abs(want[key]).max(), err_msg=key)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     kind=st.sampled_from(sorted(KINDS)),
