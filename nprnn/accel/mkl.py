@@ -93,31 +93,40 @@ def _load():
             lib = ctypes.CDLL(str(path))
         except OSError:
             continue
-        # Both must come before MKL's first computation: a library that something else already
-        # initialised (a NumPy built on MKL) answers with its own layer, and is then left alone.
-        if lib.MKL_Set_Threading_Layer(_SEQUENTIAL) != _SEQUENTIAL:
-            _state["why"] = f"{path}: MKL already runs another threading layer"
+        try:
+            return _set_up(lib, path)
+        except AttributeError as error:  # not the MKL runtime this module knows
+            _state["why"] = f"{path}: {error}"
             return None
-        if lib.MKL_CBWR_Set(_CBWR_AUTO_STRICT) != 0:
-            _state["why"] = f"{path}: MKL refused its reproducible mode"
-            return None
-        text = ctypes.create_string_buffer(256)
-        lib.MKL_Get_Version_String(text, len(text))
-        version = re.search(r"Version ([0-9.]+)", text.value.decode("ascii", "replace"))
-        _state["version"] = f"MKL {version.group(1) if version else '?'}"
-        gemms = {}
-        for dtype, name, scalar in (
-            (np.float32, "cblas_sgemm", ctypes.c_float),
-            (np.float64, "cblas_dgemm", ctypes.c_double),
-        ):
-            gemm = getattr(lib, name)
-            integer, pointer = ctypes.c_int, ctypes.c_void_p
-            gemm.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer, scalar, pointer, integer]
-            gemm.restype = None
-            gemms[np.dtype(dtype)] = gemm
-        return gemms
     _state["why"] = "no libmkl_rt found (pip install mkl)"
     return None
+
+
+def _set_up(lib, path):
+    """The GEMMs of a loaded ``libmkl_rt``, made sequential and reproducible; None if MKL refuses."""
+    # Both must come before MKL's first computation: a library that something else already
+    # initialised answers with its own layer, and is then left alone.
+    if lib.MKL_Set_Threading_Layer(_SEQUENTIAL) != _SEQUENTIAL:
+        _state["why"] = f"{path}: MKL already runs another threading layer"
+        return None
+    if lib.MKL_CBWR_Set(_CBWR_AUTO_STRICT) != 0:
+        _state["why"] = f"{path}: MKL refused its reproducible mode"
+        return None
+    text = ctypes.create_string_buffer(256)
+    lib.MKL_Get_Version_String(text, len(text))
+    version = re.search(r"Version ([0-9.]+)", text.value.decode("ascii", "replace"))
+    _state["version"] = f"MKL {version.group(1) if version else '?'}"
+    gemms = {}
+    for dtype, name, scalar in (
+        (np.float32, "cblas_sgemm", ctypes.c_float),
+        (np.float64, "cblas_dgemm", ctypes.c_double),
+    ):
+        gemm = getattr(lib, name)
+        integer, pointer = ctypes.c_int, ctypes.c_void_p
+        gemm.argtypes = [integer] * 6 + [scalar, pointer, integer, pointer, integer, scalar, pointer, integer]
+        gemm.restype = None
+        gemms[np.dtype(dtype)] = gemm
+    return gemms
 
 
 def gemms():

@@ -106,3 +106,31 @@ def test_split_matmul_runs_its_blocks_on_mkl(forced_mkl, rng, monkeypatch):
     assert sorted(calls) == [(45, 70, 40), (45, 70, 40)]  # two row blocks, (M, C, K) each
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
     assert forced_mkl.describe().startswith("large products on MKL ")
+
+
+class FakeRuntime:
+    """Stands in for libmkl_rt: answers the set-up calls with the given codes."""
+
+    def __init__(self, layer, cbwr):
+        self.MKL_Set_Threading_Layer = lambda requested: layer
+        self.MKL_CBWR_Set = lambda mode: cbwr
+
+
+@pytest.mark.parametrize(
+    "layer, cbwr, why",
+    [(0, 0, "MKL already runs another threading layer"), (mkl._SEQUENTIAL, -1, "MKL refused its reproducible mode")],
+)
+def test_mkl_is_left_alone_when_it_refuses_the_set_up(monkeypatch, layer, cbwr, why):
+    monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
+    assert mkl._set_up(FakeRuntime(layer, cbwr), "libmkl_rt.so.3") is None
+    assert mkl._state["why"] == f"libmkl_rt.so.3: {why}"
+
+
+def test_a_library_without_mkl_symbols_is_not_used(monkeypatch):
+    monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
+    monkeypatch.setattr(mkl, "_numpy_on_mkl", lambda: False)
+    monkeypatch.setattr(mkl, "_library_paths", lambda: iter(["libc.so.6"]))  # loads, but is not MKL
+    assert mkl._load() is None
+    assert mkl._state["why"].startswith("libc.so.6: ") and "MKL_Set_Threading_Layer" in mkl._state["why"]
+    monkeypatch.setattr(mkl, "_library_paths", lambda: iter([mkl.Path("/nonexistent/libmkl_rt.so.3")]))
+    assert mkl._load() is None and mkl._state["why"] == "no libmkl_rt found (pip install mkl)"
