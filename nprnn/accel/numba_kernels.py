@@ -502,7 +502,7 @@ def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps,
         packed.step_product(dA[t], panels, C, dh, rows, threads)
 
 
-# The same loops for the rows first:last alone. A row's state depends on that row only, so with
+# The same loops as row blocks. A row's state depends on that row only, so with
 # SPLIT_ROWS rows or more per thread each thread runs the whole loop on its own block of rows, its
 # product on the whole of W, and the threads never wait for each other: no barrier per step
 # (forward+backward, TimeLSTM, ms, panel split -> row blocks: (20, 35, 100, 100) 3.15-3.28 ->
@@ -511,65 +511,80 @@ def _gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps,
 SPLIT_ROWS = 8
 
 
-@numba.njit(**_JIT)
-def _rnn_forward_block(hs_all, b, steps, panels, C, rec, first, last):
-    for t in range(hs_all.shape[0] - 1):
-        packed.rows_product(hs_all[t], panels, C, rec, first, last)
-        rnn_forward_step(hs_all[t + 1], rec, b, hs_all[t], t, steps, first, last)
-
-
-@numba.njit(**_JIT)
-def _rnn_backward_block(dA, dhs, dh_final, hs_all, steps, panels, C, dh, first, last):
-    for t in range(dA.shape[0] - 1, -1, -1):
-        rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps, first, last)
-        packed.rows_product(dA[t], panels, C, dh, first, last)
-
-
-@numba.njit(**_JIT)
-def _lstm_forward_block(gates, bias, hs_all, cs_all, tanh_cs, steps, panels, C, rec, first, last):
-    for t in range(gates.shape[0]):
-        packed.rows_product(hs_all[t], panels, C, rec, first, last)
-        a, h_prev, c_prev, h, c, tanh_c = gates[t], hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t]
-        lstm_forward_step(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, steps, first, last)
-
-
-@numba.njit(**_JIT)
-def _lstm_backward_block(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels, C, dh, first, last):
-    for t in range(dA.shape[0] - 1, -1, -1):
-        lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, first, last)
-        packed.rows_product(dA[t], panels, C, dh, first, last)
-
-
-@numba.njit(**_JIT)
-def _gru_forward_block(gates, b, bhn, hs_all, hns, steps, panels, C, rec, first, last):
-    for t in range(gates.shape[0]):
-        packed.rows_product(hs_all[t], panels, C, rec, first, last)
-        gru_forward_step(gates[t], rec, b, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, first, last)
-
-
-@numba.njit(**_JIT)
-def _gru_backward_block(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, first, last):
-    for t in range(dA.shape[0] - 1, -1, -1):
-        gru_backward_step(
-            dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, first, last
-        )
-        packed.rows_product(dA[t], panels, C, dh, first, last)
+# One parallel call per loop, not a generic launcher taking the block loop as an argument: numba's disk
+# cache missed such a function in every new process (a dispatcher argument's type is the process's
+# own), so it compiled again at each start and two processes saving at once failed.
 
 
 @numba.njit(parallel=True, **_JIT)
-def _in_row_blocks(block, args, N, threads):
-    """``block(*args, first, last)`` for ``threads`` blocks of the N rows, one per thread."""
+def _rnn_forward_blocks(hs_all, b, steps, panels, C, rec, threads):
+    N = hs_all.shape[1]
     for part in numba.prange(threads):
-        block(*args, N * part // threads, N * (part + 1) // threads)
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(hs_all.shape[0] - 1):
+            packed.rows_product(hs_all[t], panels, C, rec, first, last)
+            rnn_forward_step(hs_all[t + 1], rec, b, hs_all[t], t, steps, first, last)
 
 
-def _run(loop, block, product, *arrays):
-    """The time loop on the product's threads: as row blocks (``block``) from ``SPLIT_ROWS`` rows a
+@numba.njit(parallel=True, **_JIT)
+def _rnn_backward_blocks(dA, dhs, dh_final, hs_all, steps, panels, C, dh, threads):
+    N = dh.shape[0]
+    for part in numba.prange(threads):
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(dA.shape[0] - 1, -1, -1):
+            rnn_backward_step(dA[t], dhs, dh, dh_final, hs_all[t + 1], t, steps, first, last)
+            packed.rows_product(dA[t], panels, C, dh, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _lstm_forward_blocks(gates, bias, hs_all, cs_all, tanh_cs, steps, panels, C, rec, threads):
+    N = hs_all.shape[1]
+    for part in numba.prange(threads):
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(gates.shape[0]):
+            packed.rows_product(hs_all[t], panels, C, rec, first, last)
+            a, h_prev, c_prev, h, c, tanh_c = gates[t], hs_all[t], cs_all[t], hs_all[t + 1], cs_all[t + 1], tanh_cs[t]
+            lstm_forward_step(a, rec, bias, h_prev, c_prev, h, c, tanh_c, t, steps, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _lstm_backward_blocks(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, panels, C, dh, threads):
+    N = dh.shape[0]
+    for part in numba.prange(threads):
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(dA.shape[0] - 1, -1, -1):
+            lstm_backward_step(dA[t], dc, dhs, dh, dh_final, gates[t], cs_all[t], tanh_cs[t], t, steps, first, last)
+            packed.rows_product(dA[t], panels, C, dh, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _gru_forward_blocks(gates, b, bhn, hs_all, hns, steps, panels, C, rec, threads):
+    N = hs_all.shape[1]
+    for part in numba.prange(threads):
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(gates.shape[0]):
+            packed.rows_product(hs_all[t], panels, C, rec, first, last)
+            gru_forward_step(gates[t], rec, b, bhn, hs_all[t], hs_all[t + 1], hns[t], t, steps, first, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _gru_backward_blocks(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, panels, C, dh, threads):
+    N = dh.shape[0]
+    for part in numba.prange(threads):
+        first, last = N * part // threads, N * (part + 1) // threads
+        for t in range(dA.shape[0] - 1, -1, -1):
+            gru_backward_step(
+                dA[t], dA_n[t], dh_direct, dhs, dh, dh_final, gates[t], hns[t], hs_all[t], t, steps, first, last
+            )
+            packed.rows_product(dA[t], panels, C, dh, first, last)
+
+
+def _run(loop, blocks, product, *arrays):
+    """The time loop on the product's threads: as row blocks (``blocks``) from ``SPLIT_ROWS`` rows a
     thread, else ``loop(*arrays, <product's arguments>, by_rows)``, its product split by panels and
     its step kernels by rows when a step has at least ``PARALLEL_ROWS`` units. From the sizes alone."""
-    N = product.out.shape[0]
-    if product.threads > 1 and N >= SPLIT_ROWS * product.threads:
-        _in_row_blocks(block, (*arrays, product.panels, product.C, product.out), N, product.threads)
+    if product.threads > 1 and product.out.shape[0] >= SPLIT_ROWS * product.threads:
+        blocks(*arrays, product.panels, product.C, product.out, product.threads)
     else:
         loop(*arrays, *product.args(), product.threads > 1 and product.out.size >= PARALLEL_ROWS)
 
@@ -582,37 +597,37 @@ def _initial_state_gradient(product, dh_final, T):
 
 def rnn_forward(hs_all, b, steps, product):
     """``hs_all[t + 1]`` holds step t's input projection ``x_t @ Wx`` on entry and ``h_t`` on exit."""
-    _run(_rnn_forward, _rnn_forward_block, product, hs_all, b, steps)
+    _run(_rnn_forward, _rnn_forward_blocks, product, hs_all, b, steps)
 
 
 def rnn_backward(dA, dhs, dh_final, hs_all, steps, product):
     """Fills ``dA``; returns the gradient into the initial state."""
-    _run(_rnn_backward, _rnn_backward_block, product, dA, dhs, dh_final, hs_all, steps)
+    _run(_rnn_backward, _rnn_backward_blocks, product, dA, dhs, dh_final, hs_all, steps)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
 def lstm_forward(gates, bias, hs_all, cs_all, tanh_cs, steps, product):
     """``gates[t]`` holds step t's input projection ``x_t @ Wx`` on entry and its gates on exit;
     ``bias: (1 or N, 4H)``; ``product`` of Wh with its f, i, o columns halved."""
-    _run(_lstm_forward, _lstm_forward_block, product, gates, bias, hs_all, cs_all, tanh_cs, steps)
+    _run(_lstm_forward, _lstm_forward_blocks, product, gates, bias, hs_all, cs_all, tanh_cs, steps)
 
 
 def lstm_backward(dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps, product):
     """Fills ``dA``; ``dc`` ends as the gradient into the initial cell state. Returns the one into
     the initial hidden state."""
-    _run(_lstm_backward, _lstm_backward_block, product, dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps)
+    _run(_lstm_backward, _lstm_backward_blocks, product, dA, dc, dhs, dh_final, gates, cs_all, tanh_cs, steps)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 
 def gru_forward(gates, b, bhn, hs_all, hns, steps, product):
     """``gates[t]`` holds step t's input projection ``x_t @ Wx`` on entry and r, z, n on exit."""
-    _run(_gru_forward, _gru_forward_block, product, gates, b, bhn, hs_all, hns, steps)
+    _run(_gru_forward, _gru_forward_blocks, product, gates, b, bhn, hs_all, hns, steps)
 
 
 def gru_backward(dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps, product):
     """Fills ``dA`` and ``dA_n``; returns the gradient into the initial state through ``Wh``, to which
     ``dh_direct`` (then ``dh_0 * z_0``) is still to be added."""
-    _run(_gru_backward, _gru_backward_block, product, dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps)
+    _run(_gru_backward, _gru_backward_blocks, product, dA, dA_n, dh_direct, dhs, dh_final, gates, hns, hs_all, steps)
     return _initial_state_gradient(product, dh_final, dA.shape[0])
 
 

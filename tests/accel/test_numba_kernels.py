@@ -7,7 +7,10 @@ float64 gradient checks must pass with the kernels on. The NumPy path itself is 
 test_lstm.py and test_gru.py.
 """
 
+import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -129,8 +132,10 @@ def test_loops_in_row_blocks_match_numpy_path(backend, rng, monkeypatch, kind, l
         pytest.skip("row blocks need two numba threads")
     N, T, D, H = 17, 6, 5, 180  # a step product of 1.1 MFLOP or more: on two threads
     blocks = []
-    real = numba_kernels._in_row_blocks
-    monkeypatch.setattr(numba_kernels, "_in_row_blocks", lambda block, *a: blocks.append(block) or real(block, *a))
+    for direction in ("forward", "backward"):
+        name = f"_{kind}_{direction}_blocks"
+        real = getattr(numba_kernels, name)
+        monkeypatch.setattr(numba_kernels, name, lambda *a, name=name, real=real: blocks.append(name) or real(*a))
     layer = random_layer(kind, rng, D, H)
     xs, dhs = rng.standard_normal((N, T, D)), rng.standard_normal((N, T, H))
     initial, final = states(kind, rng, N, H, np.float64)
@@ -138,12 +143,42 @@ def test_loops_in_row_blocks_match_numpy_path(backend, rng, monkeypatch, kind, l
     want = run(layer, xs, dhs, initial, final, lengths)
     backend("numba")
     got = run(layer, xs, dhs, initial, final, lengths)
-    assert blocks == [
-        getattr(numba_kernels, f"_{kind}_forward_block"),
-        getattr(numba_kernels, f"_{kind}_backward_block"),
-    ]
+    assert blocks == [f"_{kind}_forward_blocks", f"_{kind}_backward_blocks"]
     for key in want:  # sums of 180 terms of up to ~100: float64 rounding relative to the largest
         np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12 * np.abs(want[key]).max(), err_msg=key)
+
+
+ROW_BLOCK_LOOPS = """
+import json, numpy as np
+from nprnn import accel
+from nprnn.accel import numba_kernels
+from nprnn.layers import TimeGRU, TimeLSTM, TimeRNN, init_gru_params, init_lstm_params, init_rnn_params
+accel.use("numba")
+rng = np.random.default_rng(0)
+for cls, init in ((TimeRNN, init_rnn_params), (TimeLSTM, init_lstm_params), (TimeGRU, init_gru_params)):
+    layer = cls(*init(5, 180, seed=0))
+    layer.forward(rng.standard_normal((17, 3, 5)).astype(np.float32))
+    layer.backward(rng.standard_normal((17, 3, 180)).astype(np.float32))
+names = [f"_{k}_{d}_blocks" for k in ("rnn", "lstm", "gru") for d in ("forward", "backward")]
+stats = {n: getattr(numba_kernels, n).stats for n in names}
+print(json.dumps({n: [sum(s.cache_hits.values()), sum(s.cache_misses.values())] for n, s in stats.items()}))
+"""
+
+
+def test_row_block_loops_load_from_the_disk_cache_in_a_new_process():
+    """Compiled once, then loaded by every later process (a loop compiled again at each start would
+    cost seconds per run, and processes saving at once could fail)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("row blocks need two numba threads")
+
+    def counts():
+        done = subprocess.run([sys.executable, "-c", ROW_BLOCK_LOOPS], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    counts()  # compiles (and saves) what the cache does not hold yet
+    for name, (hits, misses) in counts().items():
+        assert (hits, misses) == (1, 0), name
 
 
 @settings(max_examples=25, deadline=None)
