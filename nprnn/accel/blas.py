@@ -214,32 +214,29 @@ def _thread_counters():
     up once (threadpoolctl's ``get_num_threads`` looks the symbol up at every call, which held a few
     more bytes each time: single_threaded runs before every product)."""
     if _blas["counters"] is None:
-        counters = []
-        for lib in _blas_libraries():
-            count = lib.get_num_threads
-            if lib.internal_api == "openblas" and hasattr(lib, "_get_symbol"):
-                openmp = getattr(lib, "threading_layer", None) == "openmp"
-                count = lib._get_symbol("omp_get_max_threads" if openmp else "openblas_get_num_threads") or count
-            counters.append(count)
-        _blas["counters"] = counters
+        _blas["counters"] = _thread_functions("get_num_threads", "omp_get_max_threads", "openblas_get_num_threads")
     return _blas["counters"]
 
 
 def _thread_setters():
-    """A function per BLAS library (in ``_blas_libraries``' order) that sets its thread count: OpenBLAS's
-    C function, looked up once (threadpoolctl's ``set_num_threads`` looks it up at every call: 4 us of
-    the 5 a capping context cost around a 8 us product)."""
+    """The same for setting the thread count (threadpoolctl's ``set_num_threads`` looked the symbol up:
+    4 us of the 5 a capping context cost around a 8 us product)."""
     if _blas["setters"] is None:
-        setters = []
-        for lib in _blas_libraries():
-            set_threads = lib.set_num_threads
-            if lib.internal_api == "openblas" and hasattr(lib, "_get_symbol"):
-                openmp = getattr(lib, "threading_layer", None) == "openmp"  # as threadpoolctl does
-                symbol = "omp_set_num_threads" if openmp else "openblas_set_num_threads"
-                set_threads = lib._get_symbol(symbol) or set_threads
-            setters.append(set_threads)
-        _blas["setters"] = setters
+        _blas["setters"] = _thread_functions("set_num_threads", "omp_set_num_threads", "openblas_set_num_threads")
     return _blas["setters"]
+
+
+def _thread_functions(method, openmp_symbol, openblas_symbol):
+    """Per BLAS library (in ``_blas_libraries``' order): OpenBLAS's C function for the thread count, as
+    threadpoolctl picks it (OpenMP's for an OpenMP build), else threadpoolctl's ``method``."""
+    functions = []
+    for lib in _blas_libraries():
+        function = getattr(lib, method)
+        if lib.internal_api == "openblas" and hasattr(lib, "_get_symbol"):
+            openmp = getattr(lib, "threading_layer", None) == "openmp"
+            function = lib._get_symbol(openmp_symbol if openmp else openblas_symbol) or function
+        functions.append(function)
+    return functions
 
 
 def one_thread():

@@ -173,7 +173,8 @@ def matmul(a, b, out=None):
     flops = 2 * M * K * C
     threads = 1 if flops < PARALLEL_FLOPS_ALONE else packed.use_threads(M, K, C, _cap())
     transposed_a = a.strides[1] != a.itemsize
-    if mkl.gemms() is None:
+    on_mkl = mkl.gemms() is not None
+    if not on_mkl:
         large = (
             flops >= SPLIT_FLOPS
             or (flops >= SPLIT_FLOPS_LARGE_B and K * C >= 1_000_000)
@@ -184,7 +185,7 @@ def matmul(a, b, out=None):
         large = flops >= SPLIT_FLOPS_MKL or (flops >= SPLIT_FLOPS_TRANSPOSED_MKL and transposed)
     if threads > 1 and large and C >= 32 * threads and blas.can_cap():
         return _checked(blas.split_matmul(a, b, np.empty((M, C), a.dtype) if out is None else out, threads), a, b)
-    if threads == 1 and flops >= MKL_ON_ONE_THREAD and mkl.gemms() is not None:
+    if threads == 1 and flops >= MKL_ON_ONE_THREAD and on_mkl:
         result = np.empty((M, C), a.dtype) if out is None else out
         if mkl.matmul(a, b, result):
             return _checked(result, a, b)
