@@ -29,9 +29,8 @@ def test_a_bad_setting_warns_and_counts_as_auto(monkeypatch):
     assert mkl.setting() == "openblas"
 
 
-def test_openblas_setting_keeps_mkl_unloaded(monkeypatch):
+def test_openblas_setting_keeps_mkl_unloaded(monkeypatch, unloaded_mkl):
     monkeypatch.setenv("NPRNN_BLAS", "openblas")
-    monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
     assert mkl.gemms() is None
     out = np.full((2, 2), 7.0, np.float32)
     assert mkl.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32), out) is False
@@ -120,14 +119,12 @@ class FakeRuntime:
     "layer, cbwr, why",
     [(0, 0, "MKL already runs another threading layer"), (mkl._SEQUENTIAL, -1, "MKL refused its reproducible mode")],
 )
-def test_mkl_is_left_alone_when_it_refuses_the_set_up(monkeypatch, layer, cbwr, why):
-    monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
+def test_mkl_is_left_alone_when_it_refuses_the_set_up(unloaded_mkl, layer, cbwr, why):
     assert mkl._set_up(FakeRuntime(layer, cbwr), "libmkl_rt.so.3") is None
     assert mkl._state["why"] == f"libmkl_rt.so.3: {why}"
 
 
-def test_a_library_without_mkl_symbols_is_not_used(monkeypatch):
-    monkeypatch.setattr(mkl, "_state", {"gemm": None, "loaded": False, "why": "", "version": ""})
+def test_a_library_without_mkl_symbols_is_not_used(monkeypatch, unloaded_mkl):
     monkeypatch.setattr(mkl, "_numpy_on_mkl", lambda: False)
     monkeypatch.setattr(mkl, "_library_paths", lambda: iter(["libc.so.6"]))  # loads, but is not MKL
     assert mkl._load() is None
